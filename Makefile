@@ -1,0 +1,31 @@
+# `make demo` and `make test` create/refresh .venv, install HIKARI into it and run the main job / the tests.
+# The venv is reused while pyproject.toml and this Makefile are unchanged (stamp file).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.hikari-installed
+# torch/torchvision pinned to the builds this project is tested with; override on a GPU machine if needed,
+# e.g. `make test TORCH_SPEC="torch torchvision"`.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/hikari demo --out runs/demo
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -n 2 $(PYTEST_ARGS)
+
+clean:
+	rm -rf runs build src/*.egg-info .pytest_cache

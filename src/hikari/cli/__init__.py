@@ -1,0 +1,41 @@
+"""The `hikari` command: thin typer wrappers over importable functions, one module per area.
+
+Sub-apps and commands are imported lazily by typer only when this module loads, and each wrapper imports its
+library code inside the function, so `hikari --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from hikari.cli import data as data_cli
+from hikari.cli import eval as eval_cli
+from hikari.cli import model as model_cli
+from hikari.cli.demo import demo_command
+from hikari.cli.predict import predict_command
+from hikari.cli.train import merge_command, train_command
+
+app = typer.Typer(
+    name="hikari",
+    help="Train, evaluate and serve cascaded vision-language models for skin-lesion diagnosis and captioning.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(data_cli.app, name="data", help="Read, synthesise, inspect, split and audit SkinCAP data.")
+app.add_typer(model_cli.app, name="model", help="Build and inspect models (tiny offline Qwen3-VL).")
+app.add_typer(eval_cli.app, name="eval", help="Score prediction files (ours or the original HIKARI's).")
+app.command("train", help="Train one recipe (YAML or built-in name) into its run directory.")(train_command)
+app.command("merge", help="Merge a run's LoRA adapter into its base model (loadable without PEFT).")(merge_command)
+app.command("predict", help="Generate predictions for a split part with transformers, vLLM or SGLang.")(
+    predict_command
+)
+app.command("demo", help="The whole cascade on synthetic SkinCAP and the tiny Qwen3-VL (CPU, minutes).")(
+    demo_command
+)
+
+
+def main() -> None:  # console-script entry point
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()

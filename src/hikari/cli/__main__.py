@@ -1,0 +1,3 @@
+from hikari.cli import main
+
+main()

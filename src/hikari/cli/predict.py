@@ -1,0 +1,102 @@
+"""`hikari predict`: a thin wrapper over `hikari.inference.predict.run_predict` (resumable JSONL predictions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hikari.evaluation.predictions import TASKS
+from hikari.inference.engines import ENGINES, EngineUnavailable
+from hikari.inference.predict import PredictSummary, run_predict
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def parse_engine_options(pairs: list[str]) -> dict[str, Any]:
+    """``["quantization=fp8", "max_model_len=4096"]`` → ``{"quantization": "fp8", "max_model_len": 4096}``.
+
+    Values are read as JSON when they parse (numbers, true/false, null, objects), else kept as strings.
+    """
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--engine-option")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
+def _summary_table(summary: PredictSummary) -> Table:
+    table = Table(title=f"hikari predict: {summary.task} ({summary.prompt_id})")
+    table.add_column("")
+    table.add_column("items", justify="right")
+    rows = [
+        ("selected", summary.n_items),
+        ("already in the file (resumed)", summary.n_skipped_existing),
+        ("written now", summary.n_written),
+        ("  unreadable images (error lines)", summary.n_errors),
+        ("  truncated reasoning", summary.n_truncated),
+    ]
+    if summary.n_retried_errors:
+        rows.append(("earlier error lines retried", summary.n_retried_errors))
+    for name, value in rows:
+        table.add_row(name, str(value))
+    return table
+
+
+def predict_command(
+    model: str = typer.Option(..., "--model", help="Merged model directory or Hugging Face Hub id."),
+    data: Path = typer.Option(..., "--data", help="SkinCAP folder (metadata + skincap/ images)."),
+    split: Path = typer.Option(..., "--split", help="Split JSON (ours or the original split_info_*.json)."),
+    task: str = typer.Option(..., "--task", help=f"What to predict: {' | '.join(TASKS)}."),
+    out: Path = typer.Option(..., "--out", help="Prediction JSONL; appended to, and resumed on rerun."),
+    prompt: str | None = typer.Option(
+        None, "--prompt", help="disease: P0..P3 (default P0); group/caption: prompt index (default 0)."
+    ),
+    engine: str = typer.Option("transformers", "--engine", help=f"Inference engine: {' | '.join(ENGINES)}."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Items per generate call and per write."),
+    part: str = typer.Option("val", "--part", help="Split part to predict (val, test, train)."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N items of the part."),
+    max_new_tokens: int | None = typer.Option(
+        None, "--max-new-tokens", min=1, help="Generation budget (default 64 for group/disease, 256 for caption)."
+    ),
+    thinking: bool = typer.Option(
+        False, "--thinking", help="Zero-shot thinking model: 1024-token default budget, unclosed <think> = truncated."
+    ),
+    retry_errors: bool = typer.Option(
+        False, "--retry-errors", help="Drop earlier error lines (unreadable images) and try those items again."
+    ),
+    engine_option: list[str] = typer.Option(
+        [], "--engine-option", help="Engine option KEY=VALUE, repeatable (e.g. quantization=fp8, dtype=bf16)."
+    ),
+) -> None:
+    """Generate predictions for one task on one split part; rerun the same command to resume."""
+    try:
+        summary = run_predict(
+            model, data, split, task, out, part=part, prompt=prompt, engine=engine, batch_size=batch_size,
+            max_new_tokens=max_new_tokens, limit=limit, engine_options=parse_engine_options(engine_option),
+            thinking=thinking, retry_errors=retry_errors,
+        )  # fmt: skip
+    except (ValueError, KeyError, FileNotFoundError, NotADirectoryError, EngineUnavailable) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        err_console.print(f"[red]error:[/red] {message}")
+        raise typer.Exit(2) from err
+    if summary.dropped_partial_line is not None:
+        err_console.print(
+            f"[yellow]warning:[/yellow] {out} ended in an incomplete line from an interrupted write "
+            f"({len(summary.dropped_partial_line)} characters); it was removed and that item predicted again."
+        )
+    console.print(_summary_table(summary))
+    if summary.error_ids:
+        shown = ", ".join(summary.error_ids[:10]) + (" …" if len(summary.error_ids) > 10 else "")
+        err_console.print(f"[yellow]unreadable images[/yellow] (ids {shown}): written as status=error lines.")
+    console.print(f"predictions: {out}")

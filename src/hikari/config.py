@@ -1,0 +1,210 @@
+"""Typed, validated run configuration: one YAML file per experiment, checked once at load, then frozen.
+
+A recipe YAML (configs/*.yaml) maps onto `RunConfig`. Unknown keys are errors (they are usually typos), and
+every error names the YAML file and the dotted key. Command-line overrides use `--set key.sub=value`, parsed
+with YAML scalar rules (`--set train.learning_rate=1e-4`, `--set lora.target=[q_proj,v_proj]`).
+The resolved config is saved next to every checkpoint and result (`config.resolved.yaml`).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Task = Literal["group", "disease", "caption"]
+Init = Literal["base", "merged", "checkpoint"]
+GroupContext = Literal["none", "ground_truth", "stage1", "soft"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Frozen):
+    dir: Path = Field(description="SkinCAP folder (csv/xlsx + skincap/<id>.png), real or synthetic.")
+    split: Path = Field(description="Split JSON made by `hikari data split` (train part is trained on).")
+    metadata: str = Field("csv", description="'csv', 'xlsx' or a path to the metadata file.")
+    caption_column: str = Field("caption_zh_polish_en", description="English caption column (Stage 3 target).")
+    exclude_flagged: bool = Field(False, description="Drop rows flagged 'Do not consider this image'.")
+    top_k: int = Field(10, ge=1, description="Keep the K most frequent diseases (the original used 10).")
+    oversample: bool = Field(True, description="Square-root oversampling of rare classes (capped at 3x).")
+    augment: bool = Field(True, description="Rotation/flip/colour augmentation, p=0.5 each (the original's).")
+    max_image_size: int = Field(672, ge=16, description="Images thumbnailed to at most this side (LANCZOS).")
+    samples_per_image: int = Field(
+        1, ge=1, le=3, description="Stage 2: one sample per training prompt (the original used 3)."
+    )
+
+
+class ModelConfig(_Frozen):
+    base: str = Field(description="Hub id or local directory of the base VLM (used when init='base').")
+    init: Init = Field(
+        "base",
+        description="'base': fresh LoRA on `base`; 'merged': merge previous_run's adapter into its base, then a "
+        "fresh LoRA (merged-init, 'Way 2'); 'checkpoint': continue training previous_run's adapter "
+        "('Way 1').",
+    )
+    previous_run: Path | None = Field(None, description="Run directory of the previous stage (merged/checkpoint).")
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field("bf16", description="Training dtype.")
+    load_in_4bit: bool = Field(False, description="QLoRA: 4-bit NF4 base via bitsandbytes (CUDA only).")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub (off unless asked).")
+    min_pixels: int | None = Field(None, description="Processor min_pixels override.")
+    max_pixels: int | None = Field(None, description="Processor max_pixels override.")
+
+    @model_validator(mode="after")
+    def _previous_needed(self) -> ModelConfig:
+        if self.init != "base" and self.previous_run is None:
+            raise ValueError(f"model.init={self.init!r} needs model.previous_run (the previous stage's run dir)")
+        return self
+
+
+class LoraConfig(_Frozen):
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: float = Field(16, gt=0, description="LoRA alpha (the code used 16; the docs said 32).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
+    target: Literal["language", "vision", "both"] | list[str] = Field(
+        "both", description="Module set: language, vision, both, or explicit module names."
+    )
+
+
+class PromptConfig(_Frozen):
+    train_group_context: GroupContext = Field(
+        "none", description="Stage 2 group text in training prompts: none | ground_truth | stage1."
+    )
+    eval_group_context: GroupContext = Field(
+        "none", description="Stage 2 group text at evaluation: none | ground_truth | stage1 | soft."
+    )
+    stage1_predictions: Path | None = Field(
+        None, description="Stage 1 predictions (JSONL from `hikari predict --task group`) for 'stage1' context."
+    )
+    eval_prompt: str = Field("P0", description="Stage 2 inference prompt id (P0..P3).")
+
+    @model_validator(mode="after")
+    def _stage1_needed(self) -> PromptConfig:
+        if "stage1" in (self.train_group_context, self.eval_group_context) and self.stage1_predictions is None:
+            raise ValueError("group context 'stage1' needs prompts.stage1_predictions")
+        return self
+
+
+class TrainConfig(_Frozen):
+    epochs: float = Field(3, gt=0, description="Training epochs.")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("linear")
+    warmup_steps: int = Field(5, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    batch_size: int = Field(2, ge=1, description="Per-device batch size.")
+    grad_accum: int = Field(4, ge=1, description="Gradient accumulation steps.")
+    optim: str = Field("adamw_torch", description="transformers optimizer name (adamw_8bit needs bitsandbytes).")
+    max_grad_norm: float = Field(1.0, ge=0)
+    seed: int = Field(42)
+    max_length: int = Field(
+        2048,
+        ge=32,
+        description="Token budget per sequence: answer tails beyond it are cut (and counted in run_info.json); a "
+        "prompt (with its image tokens) that alone fills it is an error, since image tokens cannot be cut.",
+    )
+    save_steps: int = Field(100, ge=1, description="Checkpoint every N optimizer steps (and at the end).")
+    save_total_limit: int | None = Field(2, description="Keep at most this many checkpoints.")
+    logging_steps: int = Field(10, ge=1)
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+
+
+class EvalConfig(_Frozen):
+    part: str = Field("val", description="Split part evaluated after training.")
+    batch_size: int = Field(8, ge=1)
+    max_new_tokens: int | None = Field(None, description="Default: 64 (group/disease), 256 (caption).")
+    limit: int | None = Field(None, description="Evaluate at most this many items (None: all).")
+    enabled: bool = Field(True, description="Run generation + metrics at the end of training.")
+
+
+class RunConfig(_Frozen):
+    name: str = Field(description="Recipe name (subaru, deneb, vega, ...).")
+    task: Task = Field(description="group (Stage 1), disease (Stage 2), caption (Stage 3).")
+    output_dir: Path = Field(description="Run directory: adapter, checkpoints, logs, metrics.")
+    data: DataConfig
+    model: ModelConfig
+    lora: LoraConfig = LoraConfig()
+    prompts: PromptConfig = PromptConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    description: str = Field("", description="What this recipe reproduces (free text).")
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file and the dotted key."""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key.sub=value` overrides (values parsed as YAML scalars) to a nested dict copy."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: empty key in {key.strip()!r}")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:  # absent, or an empty section in the YAML (`prompts:` with nothing under it)
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a recipe YAML, apply overrides, validate. Errors name the file and every bad key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML (paths as strings), saved beside checkpoints and results."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
+
+
+def recipe_names() -> list[str]:
+    """Names of the built-in recipes (configs/*.yaml, shipped inside the package)."""
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def resolve_recipe(name_or_path: str | Path) -> Path:
+    """A YAML path as given, or a built-in recipe by name; unknown names list the valid ones."""
+    path = Path(name_or_path)
+    # Only a YAML suffix or an existing *file* makes it a path: a folder that happens to share a recipe's name
+    # (e.g. running `hikari train subaru` inside runs/) must not shadow the built-in recipe.
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    candidate = RECIPE_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    raise ConfigError(f"unknown recipe {str(name_or_path)!r}; valid: {', '.join(recipe_names())} (or a YAML path)")

@@ -1,0 +1,187 @@
+"""Caption metrics for Stage 3, with the exact conventions that reproduce the HIKARI paper's numbers.
+
+* BLEU-1..4: ``nltk`` ``corpus_bleu`` over the whole set (one reference per image), tokens =
+  ``caption.lower().split()``, ``SmoothingFunction().method1``, cumulative uniform weights, ×100.
+* ROUGE-1/2/L: ``rouge_score.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)``,
+  ``score(reference, generated)`` on the raw strings, F-measure averaged over images, ×100.
+* BERTScore-F (optional, ``pip install 'hikari[bertscore]'``): ``bert_score`` with roberta-large layer 17, "en",
+  no baseline rescaling, mean F ×100.
+* Disease mention rate: % of generated captions (lowercased) containing any alias of the image's true disease
+  (``labels.ALIASES``) as a substring — or, failing that, every word longer than 3 letters of the disease name.
+* Length statistics in whitespace words, generated vs reference.
+"""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
+from rouge_score import rouge_scorer
+
+from hikari.data.labels import ALIASES
+from hikari.evaluation.predictions import Prediction
+
+BLEU_WEIGHTS: dict[str, tuple[float, ...]] = {
+    "bleu_1": (1.0, 0.0, 0.0, 0.0),
+    "bleu_2": (0.5, 0.5, 0.0, 0.0),
+    "bleu_3": (1 / 3, 1 / 3, 1 / 3, 0.0),
+    "bleu_4": (0.25, 0.25, 0.25, 0.25),
+}
+ROUGE_KEYS: dict[str, str] = {"rouge1": "rouge_1", "rouge2": "rouge_2", "rougeL": "rouge_l"}
+BERTSCORE_MODEL = "roberta-large"
+BERTSCORE_LAYER = 17
+
+
+class BertScoreUnavailable(RuntimeError):
+    """BERTScore was requested but the package or its model cannot be loaded (offline, not installed)."""
+
+
+def _check_pairs(references: Sequence[str], hypotheses: Sequence[str]) -> None:
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} generated captions")
+    if not references:
+        raise ValueError("no captions to score")
+
+
+def bleu_scores(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
+    """Corpus BLEU-1..4 ×100 (one reference per hypothesis), keys ``bleu_1`` … ``bleu_4``."""
+    _check_pairs(references, hypotheses)
+    refs = [[r.lower().split()] for r in references]
+    hyps = [h.lower().split() for h in hypotheses]
+    smoothing = SmoothingFunction().method1
+    return {
+        key: float(corpus_bleu(refs, hyps, weights=weights, smoothing_function=smoothing)) * 100.0
+        for key, weights in BLEU_WEIGHTS.items()
+    }
+
+
+def rouge_scores(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F-measure ×100 over caption pairs, keys ``rouge_1``, ``rouge_2``, ``rouge_l``."""
+    _check_pairs(references, hypotheses)
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
+    totals = dict.fromkeys(ROUGE_KEYS, 0.0)
+    for reference, hypothesis in zip(references, hypotheses):
+        scores = scorer.score(reference, hypothesis)
+        for key in ROUGE_KEYS:
+            totals[key] += scores[key].fmeasure
+    return {name: totals[key] / len(references) * 100.0 for key, name in ROUGE_KEYS.items()}
+
+
+def bert_score_f(
+    references: Sequence[str],
+    hypotheses: Sequence[str],
+    model_type: str = BERTSCORE_MODEL,
+    num_layers: int | None = BERTSCORE_LAYER,
+    lang: str = "en",
+    batch_size: int = 16,
+    device: str | None = None,
+) -> float:
+    """Mean BERTScore F1 ×100 (no baseline rescaling). `model_type` may be a local directory (then give
+    `num_layers`). Raises `BertScoreUnavailable` with instructions when the package or model is missing."""
+    _check_pairs(references, hypotheses)
+    try:
+        bert_score = importlib.import_module("bert_score")
+    except ImportError as err:
+        raise BertScoreUnavailable(
+            "BERTScore needs the bert_score package: pip install 'hikari[bertscore]' (or pip install bert-score)"
+        ) from err
+    try:
+        _, _, f1 = bert_score.score(
+            list(hypotheses), list(references), model_type=model_type, num_layers=num_layers, lang=lang,
+            batch_size=batch_size, device=device, rescale_with_baseline=False, verbose=False,
+        )  # fmt: skip
+    except (OSError, ValueError) as err:
+        raise BertScoreUnavailable(
+            f"could not load the BERTScore model {model_type!r}: {err}\n"
+            f"Download it once while online (huggingface-cli download {model_type}) and run with "
+            "HF_HUB_OFFLINE=1, or pass a local model directory with its layer (--bertscore-model DIR "
+            "--bertscore-layer N)."
+        ) from err
+    return float(f1.mean()) * 100.0
+
+
+def mentions_disease(caption: str, disease: str) -> bool:
+    """Whether `caption` names `disease`: any alias as a lowercase substring, else every word of the disease
+    name longer than 3 letters appears in it."""
+    text = caption.lower()
+    name = disease.lower().strip()
+    if any(alias in text for alias in (*ALIASES.get(name, ()), name)):
+        return True
+    words = [w for w in name.split() if len(w) > 3]
+    return bool(words) and all(w in text for w in words)
+
+
+def disease_mention_rate(captions: Sequence[str], diseases: Sequence[str]) -> float:
+    """% of captions that mention their image's true disease (see `mentions_disease`)."""
+    if len(captions) != len(diseases):
+        raise ValueError(f"{len(captions)} captions but {len(diseases)} diseases")
+    if not captions:
+        raise ValueError("no captions to score")
+    return sum(mentions_disease(c, d) for c, d in zip(captions, diseases)) / len(captions) * 100.0
+
+
+def length_stats(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
+    """Mean and median length in whitespace words of generated and reference captions."""
+    _check_pairs(references, hypotheses)
+    gen = [len(h.split()) for h in hypotheses]
+    ref = [len(r.split()) for r in references]
+    return {
+        "generated_words_mean": statistics.fmean(gen),
+        "generated_words_median": float(statistics.median(gen)),
+        "reference_words_mean": statistics.fmean(ref),
+        "reference_words_median": float(statistics.median(ref)),
+    }
+
+
+def caption_metrics(
+    references: Sequence[str],
+    hypotheses: Sequence[str],
+    diseases: Sequence[str | None] | None = None,
+    bertscore: bool = False,
+    bertscore_model: str = BERTSCORE_MODEL,
+    bertscore_layer: int | None = BERTSCORE_LAYER,
+) -> dict[str, Any]:
+    """All caption metrics for aligned references/hypotheses; `diseases` (true disease per pair, None when
+    unknown) enables the mention rate over the pairs whose disease is known (``n_mention``)."""
+    metrics: dict[str, Any] = {"n": len(references)}
+    metrics.update(bleu_scores(references, hypotheses))
+    metrics.update(rouge_scores(references, hypotheses))
+    if diseases is not None:
+        known = [(h, d) for h, d in zip(hypotheses, diseases) if d]
+        if known:
+            metrics["mention_rate"] = disease_mention_rate([h for h, _ in known], [d for _, d in known])
+            metrics["n_mention"] = len(known)
+    if bertscore:
+        metrics["bertscore_f"] = bert_score_f(references, hypotheses, bertscore_model, bertscore_layer)
+    metrics.update(length_stats(references, hypotheses))
+    return metrics
+
+
+def evaluate_captions(
+    predictions: Sequence[Prediction],
+    diseases: dict[str, str] | None = None,
+    bertscore: bool = False,
+    bertscore_model: str = BERTSCORE_MODEL,
+    bertscore_layer: int | None = BERTSCORE_LAYER,
+) -> dict[str, Any]:
+    """Score caption predictions. Truncated items (reasoning never finished) are not scored but counted
+    (``n_truncated``), as are failed ones (``n_failed``). True diseases come from `diseases` (file name →
+    disease) when given, else from each prediction's `disease` field."""
+    scored = [p for p in predictions if p.status == "success" and not p.truncated]
+    if not scored:
+        raise ValueError(f"none of the {len(predictions)} caption predictions can be scored")
+    missing = [p.id for p in scored if p.ground_truth is None]
+    if missing:
+        raise ValueError(f"{len(missing)} caption predictions have no reference caption (first: id {missing[0]})")
+    truth = [(diseases or {}).get(p.file_name) or p.disease for p in scored]
+    metrics = caption_metrics(
+        [p.ground_truth or "" for p in scored], [p.parsed for p in scored],
+        diseases=truth if any(truth) else None, bertscore=bertscore, bertscore_model=bertscore_model,
+        bertscore_layer=bertscore_layer,
+    )  # fmt: skip
+    metrics["n_truncated"] = sum(p.truncated for p in predictions)
+    metrics["n_failed"] = sum(p.status != "success" for p in predictions)
+    return metrics

@@ -1,0 +1,363 @@
+"""Weighted cross-entropy through the LM head without the (N, V) logits, and penalties on LoRA tensors.
+
+`fused_weighted_cross_entropy` returns Σ_t w_t · CE_t for hidden states (N, H) and an LM-head weight (V, H).
+Qwen3-VL's vocabulary is 151,936 entries: 4,096 supervised tokens would need 2.5 GB of fp32 logits, and as much
+again for their gradient. The fused version walks over token chunks, computes each chunk's logits, its loss and
+*already in the forward pass* its gradients with respect to the hidden states (and the LM-head weight and bias
+when they are trainable), then throws the chunk's logits away. Backward only scales those stored gradients by
+the upstream gradient (the approach of Liger-Kernel's fused linear cross-entropy). Only one chunk's logits exist
+at any time.
+
+The caller normalises: divide the returned sum by the number of supervised tokens (STS `normalize="mean"` or
+`"none"`) or by Σw over the optimizer step (`"global"`); `CEStats` carries both counts and the unweighted CE
+sum, for logging plain cross-entropy next to the weighted loss.
+
+`lora_penalty` is the IBR term of the original ("ibr_ab": an L2 penalty on the LoRA factors) and a variant on
+the weight change itself ("ibr_delta"). Contract with the trainer: the penalty is added once per optimizer step
+— to one micro-batch's loss, or divided by the number of accumulation steps on each — and is not divided by
+any token count. Every data-parallel process adds the same penalty, so averaging gradients over processes keeps
+it as it is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+BACKENDS = ("auto", "torch", "liger", "cce")
+PENALTIES = ("ibr_ab", "ibr_delta", "none")
+LIGER_MIN_VERSION = (0, 8, 2)  # earlier releases return wrong gradients for reduction="none" (Liger issue #968)
+
+# Auto chunk size: as many tokens as keep one chunk's fp32 logits within this many bytes (~110 tokens for
+# Qwen's 151,936-entry vocabulary). Smaller chunks cost launch overhead, larger ones memory; at this size the
+# chunk matmuls are still large (110 × H × V) and the logits of a chunk stay ~2% of the full (N, V) tensor.
+CHUNK_LOGITS_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class CEStats:
+    """Detached statistics of one weighted cross-entropy call (0-dim tensors, no host sync)."""
+
+    n_tokens: torch.Tensor  # supervised tokens (targets != ignore_index)
+    weight_sum: torch.Tensor  # Σ w over supervised tokens (the "global" normaliser's share of this call)
+    ce_sum: torch.Tensor  # Σ CE over supervised tokens, unweighted
+
+
+def auto_chunk_size(vocab_size: int) -> int:
+    """Tokens per chunk such that one chunk's fp32 logits take at most `CHUNK_LOGITS_BYTES`."""
+    return max(1, CHUNK_LOGITS_BYTES // (4 * vocab_size))
+
+
+def _check_inputs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    token_weights: torch.Tensor | None,
+    bias: torch.Tensor | None,
+) -> None:
+    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
+        raise ValueError(f"hidden must be (N, H) and weight (V, H); got {tuple(hidden.shape)}, {tuple(weight.shape)}")
+    if targets.shape != (hidden.shape[0],):
+        raise ValueError(f"targets must be (N,) = ({hidden.shape[0]},), got {tuple(targets.shape)}")
+    if token_weights is not None and token_weights.shape != targets.shape:
+        raise ValueError(f"token_weights must have the targets' shape {tuple(targets.shape)}, got "
+                         f"{tuple(token_weights.shape)}")
+    if hidden.dtype != weight.dtype:
+        raise ValueError(f"hidden ({hidden.dtype}) and weight ({weight.dtype}) must share a dtype")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"bias must be (V,) = ({weight.shape[0]},), got {tuple(bias.shape)}")
+
+
+def _prepare(
+    hidden: torch.Tensor, targets: torch.Tensor, token_weights: torch.Tensor | None, vocab: int, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fp32 weights (N,) with ignored positions zeroed, and the supervised count; checks target ids."""
+    valid = targets != ignore_index
+    bad = valid & ((targets < 0) | (targets >= vocab))
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0, 0])
+        raise ValueError(f"target {int(targets[first])} at position {first} is outside the vocabulary [0, {vocab})")
+    w = torch.ones_like(targets, dtype=torch.float32) if token_weights is None else token_weights.float()
+    w = torch.where(valid, w, torch.zeros((), dtype=torch.float32, device=w.device))
+    return w, valid, valid.sum()
+
+
+class _FusedLinearWeightedCE(torch.autograd.Function):
+    """Σ w·CE(hidden @ weightᵀ + bias, targets), gradients computed chunk by chunk in forward."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        hidden: torch.Tensor,  # (N, H)
+        weight: torch.Tensor,  # (V, H)
+        bias: torch.Tensor | None,  # (V,)
+        targets: torch.Tensor,  # (N,) ids, any valid id at ignored positions
+        w: torch.Tensor,  # (N,) fp32, 0 at ignored positions
+        valid: torch.Tensor,  # (N,) bool, the supervised positions
+        chunk_size: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n, h = hidden.shape
+        v = weight.shape[0]
+        dtype = hidden.dtype
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_b = bias is not None and ctx.needs_input_grad[2]
+
+        # Ignored rows add nothing to the loss or any gradient: skip them (zero-weighted supervised rows are kept,
+        # so that `ce_total` covers every supervised token).
+        keep = valid.nonzero().squeeze(1)
+        compact = keep.numel() < n
+        x = hidden.index_select(0, keep) if compact else hidden
+        t = targets.index_select(0, keep) if compact else targets
+        wk = w.index_select(0, keep) if compact else w
+        k = x.shape[0]
+
+        loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        ce_total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_x = torch.empty((k, h), dtype=dtype, device=hidden.device) if need_h else None
+        # Weight/bias gradients accumulate over chunks in fp32 (a bf16 running sum would lose the small chunks).
+        grad_w = torch.zeros((v, h), dtype=torch.float32, device=weight.device) if need_w else None
+        grad_b = torch.zeros((v,), dtype=torch.float32, device=weight.device) if need_b else None
+        rows = torch.arange(min(chunk_size, max(k, 1)), device=hidden.device)
+
+        for start in range(0, k, chunk_size):
+            end = min(start + chunk_size, k)
+            xc, tc, wc = x[start:end], t[start:end], wk[start:end]
+            # Logits in the input dtype (tensor cores for bf16), log-softmax in fp32.
+            logits = torch.addmm(bias, xc, weight.t()) if bias is not None else xc @ weight.t()
+            logp = torch.log_softmax(logits, dim=1, dtype=torch.float32)  # (C, V)
+            del logits
+            ce = -logp.gather(1, tc.unsqueeze(1)).squeeze(1)
+            loss += (ce * wc).sum()
+            ce_total += ce.sum()
+            if not (need_h or need_w or need_b):
+                continue
+            # d(Σ w·CE)/d logits = w · (softmax − onehot), built in place in the log-softmax buffer.
+            grad_logits = logp.exp_()
+            grad_logits[rows[: end - start], tc] -= 1.0
+            grad_logits.mul_(wc.unsqueeze(1))
+            if grad_b is not None:
+                grad_b += grad_logits.sum(0)
+            g = grad_logits.to(dtype)  # (C, V) in the input dtype, as autograd would feed the matmul
+            del logp, grad_logits
+            if grad_x is not None:
+                torch.mm(g, weight, out=grad_x[start:end])
+            if grad_w is not None:
+                if dtype == torch.float32:
+                    grad_w.addmm_(g.t(), xc)
+                else:
+                    grad_w += g.t() @ xc
+
+        grad_hidden = None
+        if grad_x is not None:
+            if compact:
+                grad_hidden = torch.zeros_like(hidden)
+                grad_hidden.index_copy_(0, keep, grad_x)
+            else:
+                grad_hidden = grad_x
+        ctx.grads = (
+            grad_hidden,
+            grad_w.to(weight.dtype) if grad_w is not None else None,
+            grad_b.to(bias.dtype) if grad_b is not None and bias is not None else None,
+        )
+        ctx.mark_non_differentiable(ce_total)
+        return loss, ce_total
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: torch.Tensor, _grad_ce: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        if ctx.grads is None:
+            raise RuntimeError(
+                "fused_weighted_cross_entropy: backward can run only once per forward (its gradients are computed "
+                "in forward and handed over); recompute the loss instead of using retain_graph"
+            )
+        grads = ctx.grads
+        ctx.grads = None  # hand the stored gradients over; nothing else holds them
+        # Scale in place by the 0-dim fp32 upstream gradient: no second (V, H) buffer, each tensor keeps its dtype.
+        scale = grad_loss.detach()
+        grad_hidden, grad_weight, grad_bias = (g.mul_(scale) if g is not None else None for g in grads)
+        return (
+            grad_hidden,
+            grad_weight,
+            grad_bias,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def _liger_loss(hidden, weight, targets, bias, ignore_index):  # type: ignore[no-untyped-def]
+    try:
+        version = importlib.metadata.version("liger-kernel")
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+    except (importlib.metadata.PackageNotFoundError, ImportError):
+        raise ImportError("backend 'liger' needs Liger-Kernel >= 0.8.2: pip install 'liger-kernel>=0.8.2'") from None
+    if tuple(int(p) for p in version.split(".")[:3] if p.isdigit()) < LIGER_MIN_VERSION:
+        raise ImportError(f"backend 'liger' needs Liger-Kernel >= 0.8.2 (reduction='none' gradients), found {version}")
+    per_token = LigerFusedLinearCrossEntropyLoss(reduction="none", ignore_index=ignore_index)
+    return per_token(weight, hidden, targets, bias)
+
+
+def _cce_loss(hidden, weight, targets, bias, ignore_index):  # type: ignore[no-untyped-def]
+    try:
+        from cut_cross_entropy import linear_cross_entropy
+    except ImportError:
+        raise ImportError("backend 'cce' needs Cut Cross-Entropy: pip install cut-cross-entropy") from None
+    if bias is not None:
+        raise ValueError("backend 'cce' has no LM-head bias support; use backend='torch' or 'liger'")
+    return linear_cross_entropy(hidden, weight, targets, ignore_index=ignore_index, reduction="none")
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend `backend` stands for on `device`: 'auto' = liger, else cce, else torch on CUDA; torch on CPU."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown cross-entropy backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if backend != "auto":
+        if backend in ("liger", "cce") and device.type != "cuda":
+            raise ValueError(f"backend {backend!r} runs on CUDA only; this input is on {device}")
+        return backend
+    if device.type == "cuda":
+        if importlib.util.find_spec("liger_kernel") is not None:
+            return "liger"
+        if importlib.util.find_spec("cut_cross_entropy") is not None:
+            return "cce"
+    return "torch"
+
+
+def fused_weighted_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    token_weights: torch.Tensor | None = None,
+    *,
+    ignore_index: int = IGNORE_INDEX,
+    chunk_size: int | None = None,
+    bias: torch.Tensor | None = None,
+    backend: Literal["auto", "torch", "liger", "cce"] = "auto",
+) -> tuple[torch.Tensor, CEStats]:
+    """Σ_t w_t · CE(hidden_t @ weightᵀ + bias, targets_t) without materialising the (N, V) logits.
+
+    Args:
+        hidden: (N, H) final hidden states of the positions that predict `targets` (bf16/fp16/fp32).
+        weight: (V, H) LM-head weight, same dtype as `hidden`; frozen or trainable.
+        targets: (N,) next-token ids; `ignore_index` marks positions without a target.
+        token_weights: (N,) per-token loss weights (e.g. STS), treated as constants; None = all 1.
+        ignore_index: target id that contributes nothing.
+        chunk_size: tokens per chunk; None = `auto_chunk_size(V)` (one chunk's fp32 logits ≤ 64 MiB).
+        bias: optional (V,) LM-head bias.
+        backend: "torch" (this module, any device), "liger" (Liger-Kernel ≥ 0.8.2), "cce" (Cut Cross-Entropy),
+            or "auto" (liger, else cce, else torch on CUDA; torch on CPU). Liger and CCE compute per-token losses
+            and are weighted here; they need CUDA and raise ImportError when not installed.
+
+    Returns:
+        (loss_sum, stats): the 0-dim fp32 sum of w·CE (differentiable wrt hidden, weight, bias) and `CEStats`.
+        Logits are computed in the input dtype and upcast to fp32 for the log-softmax; gradients come back in
+        the inputs' dtypes.
+    """
+    _check_inputs(hidden, weight, targets, token_weights, bias)
+    w, valid, n_tokens = _prepare(hidden, targets, token_weights, weight.shape[0], ignore_index)
+    name = resolve_backend(backend, hidden.device)
+    if name == "torch":
+        if chunk_size is None:
+            chunk_size = auto_chunk_size(weight.shape[0])
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        safe_targets = torch.where(targets == ignore_index, torch.zeros_like(targets), targets)
+        if not torch.is_grad_enabled():  # evaluation: detached inputs, so forward computes no gradients
+            hidden, weight = hidden.detach(), weight.detach()
+            bias = bias.detach() if bias is not None else None
+        loss, ce_sum = _FusedLinearWeightedCE.apply(hidden, weight, bias, safe_targets, w, valid, chunk_size)
+    else:
+        per_token = (_liger_loss if name == "liger" else _cce_loss)(hidden, weight, targets, bias, ignore_index)
+        per_token = per_token.float()
+        loss = (per_token * w).sum()
+        ce_sum = per_token.detach().masked_fill(targets == ignore_index, 0.0).sum()
+    return loss, CEStats(n_tokens=n_tokens.detach(), weight_sum=w.sum().detach(), ce_sum=ce_sum.detach())
+
+
+def naive_weighted_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    token_weights: torch.Tensor | None = None,
+    *,
+    ignore_index: int = IGNORE_INDEX,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Reference Σ_t w_t · CE_t through full (N, V) logits (input dtype, upcast to fp32). For tests/benchmarks."""
+    logits = F.linear(hidden, weight, bias).float()
+    ce = F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction="none")
+    if token_weights is None:
+        return ce.sum()
+    return (ce * token_weights.float()).sum()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Penalties on LoRA tensors
+# ---------------------------------------------------------------------------------------------------------------
+def _lora_factors(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    """(A (r, in), B (out, r), scaling) of every trainable adapter of every PEFT LoRA layer in `model`."""
+    from peft.tuners.lora import LoraLayer  # lazy: importing peft is slow and only penalties need it
+
+    factors: list[tuple[torch.Tensor, torch.Tensor, float]] = []
+    for module in model.modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        for name in module.lora_A:
+            a, b = module.lora_A[name].weight, module.lora_B[name].weight
+            if a.requires_grad or b.requires_grad:
+                # Conv LoRA: A (r, in, k, k), B (out, r, 1, 1) -> flatten to the matrix product's factors.
+                factors.append((a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1), float(module.scaling[name])))
+        for name in module.lora_embedding_A:
+            a, b = module.lora_embedding_A[name], module.lora_embedding_B[name]
+            if a.requires_grad or b.requires_grad:
+                factors.append((a, b, float(module.scaling[name])))
+    return factors
+
+
+def lora_penalty(
+    model: torch.nn.Module,
+    kind: Literal["ibr_ab", "ibr_delta", "none"] = "ibr_ab",
+    beta: float = 0.01,
+    sigma2: float = 1.0,
+) -> torch.Tensor:
+    """A 0-dim fp32 penalty on the trainable LoRA adapters of a PEFT model, differentiable wrt them.
+
+    - "ibr_ab" (the original IBR): β · Σ ‖p‖² / (2σ²) over every trainable lora_A and lora_B tensor. PEFT starts
+      A random and B at zero, so at step 0 the penalty is already non-zero and pulls A — and with it the adapter
+      — towards zero, whatever the data says.
+    - "ibr_delta": β · Σ over adapted modules ‖scale · B · A‖²_F / (2σ²), the penalty on the weight change the
+      adapter actually makes; zero at initialisation (B = 0). Computed as scale² · Σ (BᵀB) ∘ (AAᵀ), two r × r
+      Gram matrices, never the (out, in) product.
+    - "none": a zero tensor (no gradient).
+
+    Apply once per optimizer step (see the module docstring). Raises ValueError when `kind` is unknown or when
+    an IBR penalty finds no trainable LoRA tensor (it would silently do nothing).
+    """
+    if kind not in PENALTIES:
+        raise ValueError(f"unknown LoRA penalty {kind!r}; valid: {', '.join(PENALTIES)}")
+    if beta < 0 or sigma2 <= 0:
+        raise ValueError(f"lora_penalty needs beta >= 0 and sigma2 > 0, got beta={beta}, sigma2={sigma2}")
+    if kind == "none":
+        return torch.zeros((), dtype=torch.float32)
+    factors = _lora_factors(model)
+    if not factors:
+        raise ValueError(f"lora_penalty({kind!r}): the model has no trainable PEFT LoRA tensors")
+    device = factors[0][0].device
+    total = torch.zeros((), dtype=torch.float32, device=device)
+    for a, b, scale in factors:
+        a32, b32 = a.float(), b.float()
+        if kind == "ibr_ab":
+            term = sum(p.square().sum() for p in (a32, b32) if p.requires_grad)
+        else:
+            # ‖BA‖²_F = trace(AᵀBᵀBA) = trace((BᵀB)(AAᵀ)) = Σ_ij (BᵀB)_ij (AAᵀ)_ij (both symmetric).
+            term = scale**2 * ((b32.t() @ b32) * (a32 @ a32.t())).sum()
+        total = total + term.to(device)
+    return beta * total / (2.0 * sigma2)

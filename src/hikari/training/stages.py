@@ -1,0 +1,266 @@
+"""The HIKARI training recipe: read the config, build parts in dependency order, train, save, evaluate.
+
+One function serves every published model; a recipe YAML decides the task (Stage 1 group / Stage 2 disease /
+Stage 3 caption), the starting point (`model.init`: base | merged | checkpoint) and the prompts. Stages chain
+through artifacts on disk: each run writes `run_info.json` naming the base it trained on and its adapter, and
+the next stage reads exactly that.
+
+Run directory:
+    config.resolved.yaml   the validated config          run_info.json     base, adapter, split, data summary
+    adapter/               final LoRA adapter + processor checkpoints/       Trainer checkpoints (resume)
+    logs/                  TensorBoard events            metrics.json      train curve + eval metrics
+    init-merged/           (merged-init) previous stage merged into its base
+    predictions.<part>.jsonl   evaluation generations
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainingArguments
+
+from hikari import __version__
+from hikari.config import RunConfig, dump_config
+from hikari.data.records import SkinCapRecord
+from hikari.utils.io import atomic_write_json, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+RUN_INFO = "run_info.json"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    output_dir: Path
+    adapter_dir: Path
+    base_model: str
+    train_metrics: dict[str, Any]
+    eval_metrics: dict[str, Any] | None
+
+
+def read_run_info(run_dir: str | Path) -> dict[str, Any]:
+    """The previous stage's run_info.json, with a clear error when the run never finished."""
+    path = Path(run_dir) / RUN_INFO
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: {run_dir} is not a finished HIKARI run (train it first, or check model.previous_run)"
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def split_records(config: RunConfig) -> tuple[dict[str, list[SkinCapRecord]], Any, Any]:
+    """Read the data and the split; return records per split part, the dataset and the split info."""
+    from hikari.data.skincap import read_skincap
+    from hikari.data.split import load_split, select_part
+
+    dataset = read_skincap(
+        config.data.dir,
+        metadata=config.data.metadata,
+        caption_column=config.data.caption_column,
+        exclude_flagged=config.data.exclude_flagged,
+        top_k=config.data.top_k,
+    )
+    split = load_split(config.data.split)
+    # A file of the split missing from the data (or relabelled) is an error: training on a different set than the
+    # split describes would silently break the leak guarantees.
+    parts = {part: select_part(dataset.records, split, part) for part in split.parts}
+    return parts, dataset, split
+
+
+def prepare_model(config: RunConfig, output_dir: Path) -> tuple[torch.nn.Module, Any, str]:
+    """Load the starting model per `model.init` and attach the adapter to train. Returns (model, processor, base)."""
+    from hikari.models.load import load_model, load_processor
+    from hikari.models.lora import add_lora, load_adapter, merge_adapter_into_base
+
+    m = config.model
+    previous = read_run_info(m.previous_run) if m.previous_run is not None else None
+    if m.init == "base":
+        base = m.base
+    elif m.init == "merged":
+        assert previous is not None
+        merged_dir = output_dir / "init-merged"
+        if not (merged_dir / "config.json").is_file():
+            merge_adapter_into_base(
+                previous["base_model"],
+                Path(m.previous_run) / previous["adapter"],
+                merged_dir,
+                save_dtype="fp32" if m.dtype in ("fp32", "auto") else m.dtype,
+                trust_remote_code=m.trust_remote_code,
+            )
+        base = str(merged_dir)
+    else:  # checkpoint: same base as the previous stage, same adapter tensors
+        assert previous is not None
+        base = previous["base_model"]
+    model = load_model(base, dtype=m.dtype, load_in_4bit=m.load_in_4bit, trust_remote_code=m.trust_remote_code)
+    processor = load_processor(
+        base, min_pixels=m.min_pixels, max_pixels=m.max_pixels, trust_remote_code=m.trust_remote_code
+    )
+    if m.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=m.gradient_checkpointing)
+    if m.init == "checkpoint":
+        assert previous is not None and m.previous_run is not None
+        model = load_adapter(model, Path(m.previous_run) / previous["adapter"], trainable=True)
+    else:
+        lo = config.lora
+        model = add_lora(model, r=lo.r, alpha=lo.alpha, dropout=lo.dropout, target=lo.target, seed=config.train.seed)
+    if m.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return model, processor, base
+
+
+def training_arguments(config: RunConfig, output_dir: Path) -> TrainingArguments:
+    t = config.train
+    use_bf16 = config.model.dtype == "bf16" and torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(output_dir / "checkpoints"),
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        optim=t.optim,
+        max_grad_norm=t.max_grad_norm,
+        seed=t.seed,
+        data_seed=t.seed,
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        report_to=[],  # TensorBoard is attached explicitly so the events land in <run>/logs
+        remove_unused_columns=False,
+        dataloader_num_workers=t.num_workers,
+        bf16=use_bf16,
+        average_tokens_across_devices=True,
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
+def last_checkpoint(output_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = output_dir / "checkpoints"
+    return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+
+
+def run_training(config: RunConfig, *, resume: bool = False, evaluate: bool | None = None) -> RunResult:
+    """Train one recipe end to end into `config.output_dir` and return where everything went."""
+    from hikari.data.split import load_split  # noqa: F401  (import error surfaces before the model loads)
+    from hikari.models.lora import describe_adapter
+    from hikari.training.data import SupervisedVLMDataset, VLMCollator, build_examples
+    from hikari.training.trainer import EpochSetter, HikariTrainer
+
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.resolved.yaml", dump_config(config))
+
+    parts, dataset, split = split_records(config)
+    train_records = parts.get("train", [])
+    if not train_records:
+        raise ValueError(f"{config.data.split}: the train part has no usable rows of {config.data.dir}")
+    stage1_groups = _stage1_groups(config)
+    examples = build_examples(
+        train_records,
+        config.task,
+        seed=config.train.seed,
+        samples_per_image=config.data.samples_per_image if config.task == "disease" else 1,
+        group_context=config.prompts.train_group_context,
+        stage1_groups=stage1_groups,
+    )
+    train_set = SupervisedVLMDataset(
+        examples,
+        seed=config.train.seed,
+        max_image_size=config.data.max_image_size,
+        oversample=config.data.oversample,
+        augment=config.data.augment,
+    )
+    model, processor, base = prepare_model(config, out)
+    collator = VLMCollator(processor, max_length=config.train.max_length)
+    trainer = HikariTrainer(
+        model=model,
+        args=training_arguments(config, out),
+        train_dataset=train_set,
+        data_collator=collator,
+        callbacks=[EpochSetter(train_set), _tensorboard(out / "logs")],
+    )
+    checkpoint = last_checkpoint(out) if resume else None
+    if resume and checkpoint is None:
+        logger.warning("--resume: no checkpoint under %s/checkpoints, starting from scratch", out)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+
+    adapter_dir = out / "adapter"
+    if trainer.is_world_process_zero():
+        model.save_pretrained(adapter_dir, safe_serialization=True)
+        processor.save_pretrained(adapter_dir)
+    data_summary = {
+        "n_rows": dataset.report.n_rows,
+        "n_used": dataset.report.n_used,
+        "skipped": dict(dataset.report.skipped),
+        "parts": {p: len(r) for p, r in parts.items()},
+        "n_train_examples": len(examples),
+        "n_train_samples_after_oversampling": len(train_set),
+        "n_truncated_sequences": collator.n_truncated,
+    }
+    train_metrics = {
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "train_loss": result.training_loss,
+        "global_step": trainer.state.global_step,
+        "log_history": trainer.state.log_history,
+        **describe_adapter(model),
+    }
+    info = {
+        "name": config.name,
+        "task": config.task,
+        "init": config.model.init,
+        "base_model": base,
+        "previous_run": str(config.model.previous_run) if config.model.previous_run else None,
+        "adapter": "adapter",
+        "split": str(config.data.split),
+        "split_fingerprint": getattr(split, "fingerprint", None),
+        "data": data_summary,
+        "hikari_version": __version__,
+    }
+    eval_metrics = None
+    if trainer.is_world_process_zero():
+        atomic_write_json(out / RUN_INFO, info)
+        do_eval = config.eval.enabled if evaluate is None else evaluate
+        if do_eval and parts.get(config.eval.part):
+            from hikari.training.evaluate import evaluate_model
+
+            eval_metrics = evaluate_model(
+                model, processor, parts[config.eval.part], config, out, stage1_groups=_stage1_groups(config, "eval")
+            )
+        atomic_write_json(out / "metrics.json", {"train": train_metrics, "eval": eval_metrics})
+    return RunResult(out, adapter_dir, base, train_metrics, eval_metrics)
+
+
+def _tensorboard(log_dir: Path) -> Any:
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))
+
+
+def _stage1_groups(config: RunConfig, when: str = "train") -> dict[str, str] | None:
+    """File name → Stage 1 predicted group, from a predictions JSONL (for 'stage1' group context)."""
+    mode = config.prompts.train_group_context if when == "train" else config.prompts.eval_group_context
+    if mode not in ("stage1", "soft") or config.prompts.stage1_predictions is None:
+        return None
+    from hikari.evaluation.predictions import read_predictions
+
+    return {p.file_name: p.parsed for p in read_predictions(config.prompts.stage1_predictions)}
+
+
+def steps_per_epoch(n_samples: int, batch_size: int, grad_accum: int, world_size: int = 1) -> int:
+    return max(1, math.ceil(n_samples / (batch_size * world_size)) // grad_accum)

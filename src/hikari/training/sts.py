@@ -1,0 +1,361 @@
+"""Selective Token Supervision (STS): per-token loss weights for Stage 3 captions.
+
+The HIKARI "Antares" recipe weighted each caption token by w(t) = w_ans(t) · w_reason(t):
+
+- w_ans (answer proximity) is a per-*sentence* weight. The response is split after `.`, `!` or `?` followed by
+  whitespace; the first rule that applies decides: recommendation wording → `w_recommend`, diagnosis wording →
+  `w_diagnosis`, the first sentence → `w_first`, any other sentence → `w_other`.
+- w_reason (medical content) is 1.0 for medical tokens and γ otherwise. A token is medical
+  - in `"span"` mode (default, what the design intends) when its character span overlaps a match of the medical
+    lexicon in the response text, so every piece of a term the tokenizer splits ("B", "iop", "sy") counts;
+  - in `"vocab"` mode (the original's mechanism, to reproduce Antares) when its *own* decoded text matches the
+    lexicon, so a term split into several tokens usually gets γ on every piece.
+
+Sentences and lexicon matches are found on characters and mapped to tokens through the fast tokenizer's
+`offset_mapping` (the original re-encoded each sentence alone and counted tokens, which drifts at every sentence
+boundary), so any fast tokenizer works.
+
+Weights are computed in the data collator, never in the training step: `batch_token_weights` takes the label
+tensor the collator built and returns a weight tensor aligned with it position by position. Whoever shifts the
+labels for next-token prediction shifts the weights the same way (`shifted_token_weights`).
+
+Template tokens. The project's labels are the assistant completion *including* the chat-template framing
+(`"\\n</think>\\n\\n"` before the caption, `"<|im_end|>"` after it). Those tokens are not caption text, so they get
+the fixed weight `w_template` (default 1.0), outside sentence classes and normalisation. Why 1.0: they are what
+makes a generation parse and stop. Under STS most caption tokens weigh 0.06-0.1 before normalisation; had the
+stop token been weighted like a non-medical word (as in the original, which gave trailing tokens the last
+sentence's weight times γ), the model would be taught the end of the answer ten times more weakly than a
+disease name — a direct route to run-on or truncated captions. With `normalize="mean"` the caption weights have
+mean 1 and the template tokens weigh 1, so every sequence's weights still average 1 over all supervised tokens
+and the loss stays on plain cross-entropy's scale.
+
+Normalisation (`STSConfig.normalize`):
+- `"mean"` (the original): each sequence's caption-token weights are divided by their mean (mean 1 per
+  sequence); the trainer divides the summed weighted loss by the number of supervised tokens, as for plain CE.
+- `"none"`: raw weights; the trainer divides by the number of supervised tokens.
+- `"global"`: raw weights as well, but the trainer divides the summed weighted loss by Σw over the whole
+  optimizer step — every micro-batch of the accumulation and every process (all-reduced) — so the loss is a
+  true weighted mean and a caption's weight does not depend on the others in its batch.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from hikari.data.labels import ALIASES, DISEASES
+from hikari.data.skincap import SKINCON_CONCEPTS
+
+IGNORE_INDEX = -100
+
+REASON_MODES = ("span", "vocab")
+NORMALIZE_MODES = ("mean", "global", "none")
+
+# ---------------------------------------------------------------------------------------------------------------
+# The medical lexicon (w_reason). Stems below are word-start prefixes: `desquamat` matches "desquamation",
+# "desquamative"; plain words take any suffix too ("papule" -> "papules", "erythema" -> "erythematous").
+# "biops" and "atroph" are the reference's "biopsy" and "atrophy" cut to the stem their inflections share
+# (biopsies, atrophic).
+# ---------------------------------------------------------------------------------------------------------------
+MORPHOLOGY_STEMS: tuple[str, ...] = (
+    "papule", "plaque", "macule", "nodule", "vesicle", "pustule", "bulla", "cyst", "wheal",
+    "erythema", "erythematous", "scale", "scaly", "scaling", "crust", "desquamat",
+    "ulcer", "erosion", "fissure", "excoriation", "hyperpigment", "hypopigment", "depigment",
+    "lichenif", "keratosis", "hyperkeratosis", "atroph", "fibrosis", "induration", "telangiectas",
+    "dermoscop", "dermatoscop", "melanin", "melanocyte", "melanoma", "keratinocyte", "epiderm", "derm",
+    "sebaceous", "follicular", "perifollicular", "nevus", "nevi", "carcinoma", "malignant", "benign",
+    "inflammatory", "autoimmune", "pruritus", "pruritic",
+)  # fmt: skip
+DIAGNOSTIC_STEMS: tuple[str, ...] = (
+    "diagnos", "indicat", "consistent with", "suggest", "possibility", "possible", "consider", "biops",
+    "patholog", "examina", "recommend", "differential",
+)  # fmt: skip
+# "asymmetr": the same concept as "symmetr"; the original's substring search matched it through "symmetr".
+LOCATION_STEMS: tuple[str, ...] = (
+    "extensor", "flexor", "dorsal", "palmar", "plantar", "symmetr", "asymmetr", "disseminat", "generalized",
+    "localized", "bilateral", "unilateral",
+)  # fmt: skip
+
+# Disease names, aliases and SKINCON concept names are words of ordinary text; those of at most this many
+# letters ("mole", "acne", "scar", "blue") are matched as whole words (plus a few endings) because as prefixes they
+# over-match ("molecular", "scarce"); longer ones are prefixes ("psoria" would not be, "psoriasis" -> "psoriatic"
+# is covered by its own alias).
+_WHOLE_WORD_MAX_LEN = 4
+_SHORT_WORD_ENDINGS = r"(?:s|es|ed|ing|red|ring|ish)?\b"  # moles, scarred, scarring, grayish
+
+
+def _concept_terms(names: Sequence[str]) -> list[str]:
+    """Lowercase words of SKINCON concept names: "Purpura/Petechiae" -> purpura, petechiae;
+    "Brown(Hyperpigmentation)" -> brown, hyperpigmentation."""
+    terms: list[str] = []
+    for name in names:
+        for part in re.split(r"[/()]", name.lower()):
+            if part.strip():
+                terms.append(part.strip())
+    return terms
+
+
+def _phrase(term: str) -> str:
+    """A term as a regex body: words escaped, separated by any run of spaces or hyphens ("flat topped",
+    "flat-topped")."""
+    words = [re.escape(w) for w in re.split(r"[\s-]+", term.strip()) if w]
+    return r"[\s-]+".join(words)
+
+
+def _lexicon_fragments() -> list[str]:
+    """Regex alternatives of the lexicon, longest term first: alternation takes the first alternative that
+    matches, so "squamous cell carcinoma in situ" must come before "squamous" and "acne vulgaris" before "acne"."""
+    fragments: dict[str, int] = {}  # regex -> length of its term
+    for stem in (*MORPHOLOGY_STEMS, *DIAGNOSTIC_STEMS, *LOCATION_STEMS):
+        fragments[_phrase(stem) + r"\w*"] = len(stem)
+    words = [*DISEASES, *(a for aliases in ALIASES.values() for a in aliases), *_concept_terms(SKINCON_CONCEPTS)]
+    for word in words:
+        short = len(word.replace(" ", "")) <= _WHOLE_WORD_MAX_LEN
+        fragments[_phrase(word.lower()) + (_SHORT_WORD_ENDINGS if short else r"\w*")] = len(word)
+    return sorted(fragments, key=lambda f: (-fragments[f], f))
+
+
+MEDICAL_PATTERN: re.Pattern[str] = re.compile(r"\b(?:" + "|".join(_lexicon_fragments()) + ")", re.IGNORECASE)
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sentence classes (w_ans). Stems written "advis…" in the definition are prefixes; plain words match with their
+# inflections ("recommended", "confirms") but not as prefixes of other words ("further" never matches
+# "furthermore"). (The original wrapped everything in \b…\b, which made "advis", "requir", "patholog",
+# "examina" and "dermoscop" dead: they only matched as whole words.) "suggest" is in both lists, as in the
+# original; the recommendation rule is checked first, so it decides when the weights differ.
+# ---------------------------------------------------------------------------------------------------------------
+_INFLECTION = r"(?:s|es|d|ed|ing|ation|ations)?\b"
+RECOMMENDATION_PATTERN: re.Pattern[str] = re.compile(
+    r"\b(?:(?:recommend|suggest|necessary|biopsy|biopsies|confirm|further)" + _INFLECTION
+    + r"|(?:advis|requir|patholog|examina|dermoscop)\w*)",
+    re.IGNORECASE,
+)  # fmt: skip
+DIAGNOSIS_PATTERN: re.Pattern[str] = re.compile(
+    r"\b(?:(?:indicat|diagnos|possibilit)\w*"
+    r"|consistent\s+with\b"
+    r"|(?:suggest|consider)" + _INFLECTION
+    + r"|may\s+(?:be|indicate|suggest)\b"
+    r"|is\s+an?\s+\w+\s+(?:disease|condition|disorder)s?\b)",
+    re.IGNORECASE,
+)  # fmt: skip
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass(frozen=True)
+class STSConfig:
+    """Selective Token Supervision weights. Defaults are the original's values; `reason_mode` defaults to the
+    intended span matching (use "vocab" to reproduce Antares)."""
+
+    w_recommend: float = 1.0  # sentences with recommendation wording (biopsy, dermoscopy, further examination…)
+    w_diagnosis: float = 1.0  # sentences with diagnosis wording (consistent with, suggests, may be…)
+    w_first: float = 0.6  # the first sentence (usually the visual description), when no rule above applies
+    w_other: float = 0.8  # every other sentence
+    gamma: float = 0.1  # w_reason of non-medical tokens (medical tokens get 1.0)
+    reason_mode: Literal["span", "vocab"] = "span"  # how tokens are judged medical (see module docstring)
+    normalize: Literal["mean", "global", "none"] = "mean"  # how weights are scaled (see module docstring)
+    w_template: float = 1.0  # chat-template tokens around the caption (think tags, newlines, <|im_end|>)
+
+    def __post_init__(self) -> None:
+        for name in ("w_recommend", "w_diagnosis", "w_first", "w_other", "gamma", "w_template"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+                raise ValueError(f"STSConfig.{name} must be a finite number >= 0, got {value!r}")
+        if self.reason_mode not in REASON_MODES:
+            raise ValueError(f"STSConfig.reason_mode {self.reason_mode!r} is unknown; valid: {', '.join(REASON_MODES)}")
+        if self.normalize not in NORMALIZE_MODES:
+            raise ValueError(f"STSConfig.normalize {self.normalize!r} is unknown; valid: {', '.join(NORMALIZE_MODES)}")
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans [start, end) of the sentences of `text`: split after `.`, `!` or `?` followed by
+    whitespace, empty pieces dropped. The whitespace between two sentences belongs to neither."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for brk in _SENTENCE_BREAK.finditer(text):
+        spans.append((start, brk.start()))
+        start = brk.end()
+    spans.append((start, len(text)))
+    return [(s, e) for s, e in spans if text[s:e].strip()]
+
+
+def sentence_weight(sentence: str, index: int, config: STSConfig) -> float:
+    """w_ans of one sentence (`index` = its position among the response's sentences): first rule that applies."""
+    if RECOMMENDATION_PATTERN.search(sentence):
+        return config.w_recommend
+    if DIAGNOSIS_PATTERN.search(sentence):
+        return config.w_diagnosis
+    return config.w_first if index == 0 else config.w_other
+
+
+def medical_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans [start, end) of medical-lexicon matches in `text`."""
+    return [m.span() for m in MEDICAL_PATTERN.finditer(text)]
+
+
+# Vocab mode: token id -> "its decoded text matches the lexicon", cached per tokenizer (filled lazily with the ids
+# actually seen, so a 151k-entry vocabulary is never decoded in full). Weak keys: no tokenizer is kept alive.
+_VOCAB_MEDICAL: weakref.WeakKeyDictionary[Any, dict[int, bool]] = weakref.WeakKeyDictionary()
+
+
+def vocab_medical_mask(tokenizer: Any, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Boolean (T,): whether each token's own decoded text (special tokens skipped) matches the lexicon."""
+    cache = _VOCAB_MEDICAL.setdefault(tokenizer, {})
+    ids = np.asarray(ids, dtype=np.int64)
+    new = [int(i) for i in np.unique(ids) if int(i) not in cache]
+    if new:
+        texts = tokenizer.batch_decode([[i] for i in new], skip_special_tokens=True)
+        cache.update((i, MEDICAL_PATTERN.search(t) is not None) for i, t in zip(new, texts))
+    return np.fromiter((cache[int(i)] for i in ids), dtype=bool, count=len(ids))
+
+
+def _encode(tokenizer: Any, texts: list[str]) -> tuple[list[list[int]], list[np.ndarray]]:
+    """Token ids and (T, 2) character offsets of each text, with no special tokens added."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise TypeError(f"STS needs a fast tokenizer (character offsets); got {type(tokenizer).__name__}")
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = [np.asarray(o, dtype=np.int64).reshape(-1, 2) for o in enc["offset_mapping"]]
+    return [list(ids) for ids in enc["input_ids"]], offsets
+
+
+def _raw_weights(
+    text: str, ids: Sequence[int], offsets: np.ndarray, span: tuple[int, int], tokenizer: Any, config: STSConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Un-normalised weights (T,) and the response mask (T,) of one tokenized text whose response (caption) is
+    `text[span[0]:span[1]]`. Tokens outside the response get `w_template`. Vectorised over tokens: sentences and
+    lexicon matches are painted onto per-character arrays, and tokens read those through their offsets."""
+    n = len(text)
+    rs, re_ = span
+    a, b = offsets[:, 0], offsets[:, 1]
+    in_resp = (b > a) & (a < re_) & (b > rs)
+    if n == 0 or not in_resp.any():
+        return np.full(len(ids), config.w_template, dtype=np.float64), in_resp
+
+    # w_ans per character; whitespace between sentences keeps the preceding sentence's weight, leading
+    # whitespace the first sentence's.
+    response = text[rs:re_]
+    ans = np.full(n, config.w_template, dtype=np.float64)
+    sentences = sentence_spans(response)
+    for k, (s, e) in enumerate(sentences):
+        w = sentence_weight(response[s:e], k, config)
+        start = rs if k == 0 else rs + s
+        end = rs + sentences[k + 1][0] if k + 1 < len(sentences) else re_
+        ans[start:end] = w
+    # A token takes the weight of its first non-whitespace character (" papule" -> the "p"), so a token that
+    # carries the whitespace before a sentence belongs to that sentence.
+    idx = np.arange(n + 1)
+    is_space = np.fromiter((c.isspace() for c in text), dtype=bool, count=n)
+    next_solid = np.minimum.accumulate(np.where(np.append(~is_space, True), idx, n)[::-1])[::-1]
+    lo = np.clip(np.maximum(a, rs), 0, max(n - 1, 0))
+    hi = np.minimum(b, re_)
+    rep = np.where(next_solid[lo] < hi, next_solid[lo], lo)
+    w_ans = ans[np.clip(rep, 0, n - 1)]
+
+    if config.reason_mode == "span":
+        marks = np.zeros(n + 1, dtype=np.int64)
+        for s, e in medical_spans(response):
+            marks[rs + s] += 1
+            marks[rs + e] -= 1
+        covered = np.concatenate([[0], np.cumsum(np.cumsum(marks)[:n] > 0)])  # prefix count of medical chars
+        medical = covered[np.minimum(b, re_).clip(0, n)] - covered[np.maximum(a, rs).clip(0, n)] > 0
+    else:
+        medical = vocab_medical_mask(tokenizer, ids)
+    w_reason = np.where(medical, 1.0, config.gamma)
+    return np.where(in_resp, w_ans * w_reason, config.w_template), in_resp
+
+
+def _normalise(weights: np.ndarray, response: np.ndarray, mode: str) -> np.ndarray:
+    """Divide the response weights by their mean when `mode == "mean"` (left as they are when all are zero)."""
+    if mode == "mean" and response.any():
+        mean = weights[response].mean()
+        if mean > 0:
+            weights = weights.copy()
+            weights[response] /= mean
+    return weights
+
+
+def token_weights(text: str, tokenizer: Any, config: STSConfig = STSConfig()) -> tuple[list[int], torch.Tensor]:
+    """Token ids of one response and their STS weights (T,) float32, every token counted as response text.
+
+    The ids are `tokenizer(text, add_special_tokens=False)`; with `normalize="mean"` the weights have mean 1.
+    """
+    ids_list, offsets = _encode(tokenizer, [text])
+    ids = ids_list[0]
+    weights, response = _raw_weights(text, ids, offsets[0], (0, len(text)), tokenizer, config)
+    weights = _normalise(weights, response, config.normalize)
+    return ids, torch.from_numpy(weights.astype(np.float32))
+
+
+def batch_token_weights(
+    labels: torch.Tensor,
+    completions: Sequence[str],
+    responses: Sequence[str],
+    tokenizer: Any,
+    config: STSConfig = STSConfig(),
+    *,
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:
+    """STS weights (B, L) float32 aligned with `labels` (B, L); 0 wherever `labels == ignore_index`.
+
+    Args:
+        labels: the collator's label tensor: each row holds the tokens of `completions[b]` (tokenized with
+            `add_special_tokens=False`, possibly cut short by truncation) in one contiguous run, `ignore_index`
+            elsewhere (prompt, image, padding).
+        completions: the supervised text of each example, template framing included
+            (e.g. "\\n</think>\\n\\n{caption}<|im_end|>").
+        responses: the caption of each example; it must occur in its completion (its last occurrence is used).
+            Tokens of the completion outside the caption are template tokens and get `config.w_template`.
+        tokenizer: the fast tokenizer that produced the labels.
+
+    Raises ValueError (naming the example) when a row's supervised tokens are not contiguous or are not the
+    tokenization of its completion: the weights would silently land on the wrong tokens.
+    """
+    if labels.dim() != 2:
+        raise ValueError(f"labels must be (B, L), got shape {tuple(labels.shape)}")
+    if not (len(completions) == len(responses) == labels.shape[0]):
+        raise ValueError(
+            f"{labels.shape[0]} label rows, {len(completions)} completions, {len(responses)} responses: must match"
+        )
+    ids_list, offsets = _encode(tokenizer, list(completions))
+    out = torch.zeros(labels.shape, dtype=torch.float32)
+    labels_np = labels.detach().cpu().numpy()
+    for row, (completion, response, ids, offs) in enumerate(zip(completions, responses, ids_list, offsets)):
+        positions = np.flatnonzero(labels_np[row] != ignore_index)
+        if positions.size == 0:
+            continue
+        n = positions.size
+        if positions[-1] - positions[0] + 1 != n:
+            raise ValueError(f"example {row}: supervised label positions are not one contiguous run")
+        if n > len(ids) or not np.array_equal(labels_np[row, positions], np.asarray(ids[:n])):
+            raise ValueError(
+                f"example {row}: its {n} supervised labels are not the first tokens of its completion "
+                f"({len(ids)} tokens) under this tokenizer; pass the exact completion text the labels came from"
+            )
+        start = completion.rfind(response)
+        if start < 0 and response.strip():
+            response = response.strip()
+            start = completion.rfind(response)
+        if start < 0:
+            raise ValueError(f"example {row}: the response text does not occur in its completion")
+        weights, in_resp = _raw_weights(
+            completion, ids[:n], offs[:n], (start, start + len(response)), tokenizer, config
+        )
+        weights = _normalise(weights, in_resp, config.normalize)  # after truncation: mean over kept tokens
+        out[row, torch.from_numpy(positions)] = torch.from_numpy(weights.astype(np.float32))
+    return out
+
+
+def shifted_token_weights(
+    weights: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Flat weights (N,) of the next-token targets `labels[:, 1:][labels[:, 1:] != ignore_index]`, in the same
+    order: the weights to pass with those targets to the weighted cross-entropy."""
+    if weights.shape != labels.shape:
+        raise ValueError(f"weights {tuple(weights.shape)} and labels {tuple(labels.shape)} must have one shape")
+    shifted = labels[:, 1:]
+    return weights[:, 1:][shifted != ignore_index]
