@@ -24,8 +24,9 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/hikari demo --out runs/demo
 
+# One torch thread per test worker: two workers on two cores, each with two threads, run ~5x slower.
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -n 2 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/python -m pytest -n 2 $(PYTEST_ARGS)
 
 clean:
 	rm -rf runs build src/*.egg-info .pytest_cache

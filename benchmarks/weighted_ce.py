@@ -3,8 +3,10 @@
 Each method runs in its own Python process, so that one method's allocations (and the allocator's cached or
 unreturned memory) never count against the other. A worker builds identical inputs from a fixed seed, records
 its memory baseline, runs forward+backward once for memory (peak over the baseline: resident set size on CPU,
-`torch.cuda.max_memory_allocated` on CUDA), then `--repeats` more times for the median time, and saves its
-hidden-state gradient. The parent prints one JSON object:
+`torch.cuda.max_memory_allocated` on CUDA), then `--repeats` more times for time, and saves its gradients. The
+parent alternates `--rounds` workers per method (naive, fused, naive, fused, ...), so that load drifting on a
+shared machine slows both alike; the reported time is the median over every timed run, the memory the largest
+peak. It prints one JSON object:
 
     python benchmarks/weighted_ce.py                     # Qwen3-VL sizes: V=151,936, H=2048, 4,096 tokens
     python benchmarks/weighted_ce.py --tokens 1024 --dtype bf16 --device cuda
@@ -135,7 +137,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--vocab", type=int, default=151_936, help="vocabulary size V (Qwen3-VL: 151,936)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=2, help="timed forward+backward runs after the memory run")
+    parser.add_argument("--rounds", type=int, default=2, help="worker processes per method, alternating methods")
+    parser.add_argument("--repeats", type=int, default=1, help="timed forward+backward runs per worker, after the "
+                        "memory run")
     parser.add_argument("--chunk-size", type=int, default=None, help="fused chunk size (default: auto)")
     parser.add_argument("--train-weight", action="store_true", help="LM head trainable (default: frozen, as LoRA)")
     parser.add_argument("--seed", type=int, default=0)
@@ -148,25 +152,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(json.dumps(result))
         return result
 
-    results: dict[str, Any] = {}
+    # Rounds alternate the methods (naive, fused, naive, fused, ...), so drifting load on a shared machine
+    # slows both alike; each round is a fresh process per method.
+    runs: dict[str, list[dict[str, Any]]] = {"naive": [], "fused": []}
     grads: dict[str, dict[str, torch.Tensor]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for method in ("naive", "fused"):
-            grad_out = str(Path(tmp) / f"{method}.pt")
-            cmd = [sys.executable, __file__, "--method", method, "--grad-out", grad_out,
-                   "--tokens", str(args.tokens), "--hidden", str(args.hidden), "--vocab", str(args.vocab),
-                   "--dtype", args.dtype, "--device", args.device, "--repeats", str(args.repeats),
-                   "--seed", str(args.seed)]
-            if args.chunk_size is not None:
-                cmd += ["--chunk-size", str(args.chunk_size)]
-            if args.train_weight:
-                cmd.append("--train-weight")
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                raise SystemExit(f"{method} worker failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-            results[method] = json.loads(proc.stdout.strip().splitlines()[-1])
-            grads[method] = torch.load(grad_out)
+        for round_ in range(args.rounds):
+            for method in ("naive", "fused"):
+                grad_out = str(Path(tmp) / f"{method}.pt")
+                cmd = [sys.executable, __file__, "--method", method, "--grad-out", grad_out,
+                       "--tokens", str(args.tokens), "--hidden", str(args.hidden), "--vocab", str(args.vocab),
+                       "--dtype", args.dtype, "--device", args.device, "--repeats", str(args.repeats),
+                       "--seed", str(args.seed)]
+                if args.chunk_size is not None:
+                    cmd += ["--chunk-size", str(args.chunk_size)]
+                if args.train_weight:
+                    cmd.append("--train-weight")
+                proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                if proc.returncode != 0:
+                    raise SystemExit(f"{method} worker failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+                runs[method].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                if round_ == 0:
+                    grads[method] = torch.load(grad_out)
 
+    results = {
+        method: {
+            "peak_extra_bytes": max(r["peak_extra_bytes"] for r in rs),
+            "memory_source": rs[0]["memory_source"],
+            "times_s": [t for r in rs for t in r["times_s"]],
+            "median_s": statistics.median(t for r in rs for t in r["times_s"]),
+        }
+        for method, rs in runs.items()
+    }
     from hikari.training.losses import auto_chunk_size
 
     naive, fused = results["naive"], results["fused"]

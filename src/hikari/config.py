@@ -78,10 +78,14 @@ class PromptConfig(_Frozen):
     eval_group_context: GroupContext = Field(
         "none", description="Stage 2 group text at evaluation: none | ground_truth | stage1 | soft."
     )
-    stage1_predictions: Path | None = Field(
-        None, description="Stage 1 predictions (JSONL from `hikari predict --task group`) for 'stage1' context."
+    stage1_predictions: list[Path] | None = Field(
+        None,
+        description="Stage 1 prediction files (JSONL from `hikari predict --task group`, one per split part) "
+        "for the 'stage1' group context.",
     )
-    eval_prompt: str = Field("P0", description="Stage 2 inference prompt id (P0..P3).")
+    eval_prompt: str = Field(
+        "P0", description="Stage 2 evaluation prompt: P0..P3 (inference prompts) or T0..T2 (training prompts)."
+    )
 
     @model_validator(mode="after")
     def _stage1_needed(self) -> PromptConfig:

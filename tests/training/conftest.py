@@ -95,6 +95,7 @@ class CapturedRun:
     final: dict[str, torch.Tensor]  # every parameter after training
     trainable: frozenset[str]
     examples: list[dict[str, Any]]  # file_name, disease, group, prompt, target of each training example
+    micro_batches: int  # training_step calls of this invocation (a resumed run only runs the remaining ones)
 
     @property
     def run_info(self) -> dict[str, Any]:
@@ -111,6 +112,7 @@ class CapturedRun:
             final=load_file(str(capture_dir / "final.safetensors")),
             trainable=frozenset(meta["trainable"]),
             examples=meta["examples"],
+            micro_batches=meta["micro_batches"],
         )
 
 
@@ -119,12 +121,24 @@ def step_losses(log_history: Sequence[dict[str, Any]]) -> dict[int, float]:
     return {int(h["step"]): float(h["loss"]) for h in log_history if "loss" in h}
 
 
-def train_captured(config: RunConfig, capture_dir: Path, *, resume: bool = False) -> CapturedRun:
-    """`run_training(config, evaluate=False)`, snapshotting parameters before step 1 and after the last step."""
+def train_captured(
+    config: RunConfig, capture_dir: Path, *, resume: bool = False, trainer_class: type | None = None
+) -> CapturedRun:
+    """`run_training(config, evaluate=False)`, snapshotting parameters before step 1 and after the last step.
+
+    `trainer_class` replaces `HikariTrainer` for this run (to compare against a deliberately wrong loss).
+    """
     from hikari.training import data as training_data
     from hikari.training import stages
+    from hikari.training import trainer as training_trainer
 
-    seen: dict[str, Any] = {}
+    seen: dict[str, Any] = {"micro_batches": 0}
+    base_trainer = trainer_class or training_trainer.HikariTrainer
+
+    class CountingTrainer(base_trainer):  # type: ignore[misc, valid-type]
+        def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+            seen["micro_batches"] += 1
+            return super().training_step(*args, **kwargs)
     prepare_model = stages.prepare_model
     build_examples = training_data.build_examples
 
@@ -146,6 +160,7 @@ def train_captured(config: RunConfig, capture_dir: Path, *, resume: bool = False
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(stages, "prepare_model", capturing_prepare)
         patch.setattr(training_data, "build_examples", capturing_examples)
+        patch.setattr(training_trainer, "HikariTrainer", CountingTrainer)
         result = stages.run_training(config, resume=resume, evaluate=False)
 
     model = seen["model"]
@@ -157,6 +172,7 @@ def train_captured(config: RunConfig, capture_dir: Path, *, resume: bool = False
         "losses": [losses[s] for s in sorted(losses)],
         "trainable": sorted(n for n, p in model.named_parameters() if p.requires_grad),
         "examples": seen["examples"],
+        "micro_batches": seen["micro_batches"],
     }
     (capture_dir / "capture.json").write_text(json.dumps(meta), encoding="utf-8")  # written last: "done" marker
     return CapturedRun.load(capture_dir, Path(config.output_dir))

@@ -2,7 +2,8 @@
 
 Used by test_multiprocess.py (not collected by pytest: no `test_` prefix):
 
-    accelerate launch --multi_gpu --num_processes 2 tests/training/ddp_worker.py RECIPE DUMP_DIR --set k=v ...
+    accelerate launch --config_file configs/accelerate/ddp.yaml --num_processes 2
+        tests/training/ddp_worker.py RECIPE DUMP_DIR --set k=v ...   (one command line)
 
 Every rank writes `DUMP_DIR/rank<r>.safetensors` with its LoRA tensors after training, so the test can check
 that the data-parallel replicas ended identical (only rank 0 saves the run's adapter).

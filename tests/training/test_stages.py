@@ -152,6 +152,9 @@ def test_checkpoint_init_continues_the_previous_adapter(stage_chain: StageChain)
     assert all(torch.equal(rigel.initial[n], deneb.initial[n]) for n in frozen)
     # ... and rigel trained that adapter further.
     assert all(not torch.equal(rigel.final[n], saved[adapter_key(n)]) for n in rigel.trainable)
+    # Way 1 (deneb's base + deneb's adapter) and Way 2 (merged + no-op LoRA) compute the same function, so on the
+    # same first batch rigel and vega start from the same loss.
+    assert rigel.losses[0] == pytest.approx(stage_chain.get("vega").losses[0], abs=1e-4)
 
 
 def test_resume_reproduces_the_uninterrupted_run(
@@ -178,6 +181,8 @@ def test_resume_reproduces_the_uninterrupted_run(
 
     metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["train"]["global_step"] == 4
+    # It really resumed: only steps 3-4 ran (2 steps x 2 micro-batches); a restart would give the same numbers.
+    assert (whole.micro_batches, resumed.micro_batches) == (8, 4)
     assert len(whole.losses) == len(resumed.losses) == 4
     assert resumed.losses[2:] == pytest.approx(whole.losses[2:], abs=1e-5, rel=0)
     assert resumed.losses[:2] == pytest.approx(whole.losses[:2], abs=1e-5, rel=0)  # restored history

@@ -16,7 +16,7 @@ from hikari.data.skincap import CAPTION_COLUMN, SkinCapDataset, SkinCapFormatErr
 from hikari.data.synth import VALID_CORRUPT_KINDS, SynthSummary, write_synthetic_skincap
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)  # error paths stay copyable
 
 _MAX_ISSUES_SHOWN = 20
 

@@ -15,7 +15,7 @@ from hikari.data.skincap import read_skincap
 from hikari.data.split import Split, hash_records, load_split, split_dataset
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)  # error paths stay copyable
 
 _MAX_ISSUES_SHOWN = 20
 

@@ -15,7 +15,7 @@ from hikari.inference.engines import ENGINES, EngineUnavailable
 from hikari.inference.predict import PredictSummary, run_predict
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)  # error paths stay copyable
 
 
 def parse_engine_options(pairs: list[str]) -> dict[str, Any]:
@@ -78,13 +78,16 @@ def predict_command(
     engine_option: list[str] = typer.Option(
         [], "--engine-option", help="Engine option KEY=VALUE, repeatable (e.g. quantization=fp8, dtype=bf16)."
     ),
+    group_probabilities: bool = typer.Option(
+        False, "--group-probabilities", help="Group task: also store P(group) for all 4 groups (M4 soft context)."
+    ),
 ) -> None:
     """Generate predictions for one task on one split part; rerun the same command to resume."""
     try:
         summary = run_predict(
             model, data, split, task, out, part=part, prompt=prompt, engine=engine, batch_size=batch_size,
             max_new_tokens=max_new_tokens, limit=limit, engine_options=parse_engine_options(engine_option),
-            thinking=thinking, retry_errors=retry_errors,
+            thinking=thinking, retry_errors=retry_errors, group_probabilities=group_probabilities,
         )  # fmt: skip
     except (ValueError, KeyError, FileNotFoundError, NotADirectoryError, EngineUnavailable) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

@@ -37,6 +37,7 @@ from hikari.data.labels import DISEASES, GROUPS, UNKNOWN
 from hikari.data.prompts import (
     STAGE1_PROMPTS,
     STAGE2_INFERENCE_PROMPTS,
+    STAGE2_TRAIN_PROMPTS,
     STAGE3_PROMPTS,
     stage1_messages,
     stage2_messages,
@@ -91,7 +92,8 @@ def resolve_prompt(task: str, prompt: str | None) -> tuple[str, Callable[[Any], 
     """The prompt id written to each line and a builder image → chat messages, for `task` and `prompt`.
 
     - group: `prompt` is an index into ``STAGE1_PROMPTS`` (default "0"); id ``"stage1_<i>"``.
-    - disease: `prompt` is a key of ``STAGE2_INFERENCE_PROMPTS`` ("P0".."P3", default "P0"); id the key.
+    - disease: "P0".."P3" (``STAGE2_INFERENCE_PROMPTS``, default "P0") or "T0".."T2" (the training prompts);
+      id the key.
     - caption: `prompt` is an index into ``STAGE3_PROMPTS`` (default "0" = the evaluation prompt); id
       ``"stage3_<i>"``.
     """
@@ -99,9 +101,12 @@ def resolve_prompt(task: str, prompt: str | None) -> tuple[str, Callable[[Any], 
         raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
     if task == "disease":
         key = prompt or "P0"
-        if key not in STAGE2_INFERENCE_PROMPTS:
-            raise ValueError(f"unknown disease prompt {key!r}; valid: {', '.join(STAGE2_INFERENCE_PROMPTS)}")
-        text = STAGE2_INFERENCE_PROMPTS[key]
+        # P0..P3: the original's inference prompts; T0..T2: the three training prompts (a model that has only
+        # seen those, like the tiny demo model, cannot be expected to generalise to new wording).
+        choices = {**STAGE2_INFERENCE_PROMPTS, **{f"T{i}": p for i, p in enumerate(STAGE2_TRAIN_PROMPTS)}}
+        if key not in choices:
+            raise ValueError(f"unknown disease prompt {key!r}; valid: {', '.join(choices)}")
+        text = choices[key]
         return key, lambda image: stage2_messages(image, text)
     prompts = STAGE1_PROMPTS if task == "group" else STAGE3_PROMPTS
     raw = prompt or "0"
@@ -248,6 +253,7 @@ def run_predict(
     image_max_size: int | None = 672,
     progress: bool = True,
     group_context: Mapping[str, str] | None = None,
+    group_probabilities: bool = False,
 ) -> PredictSummary:
     """Predict `task` for every record of split part `part` and append the results to `out` (JSON Lines).
 
@@ -272,7 +278,12 @@ def run_predict(
         progress: show a rich progress bar.
         group_context: disease task only: file name → group text; the question becomes the M-series
             group-context prompt ("This skin lesion belongs to the group '…'") and the prompt id gets "+group".
+        group_probabilities: group task only: also store P(group | image) for all four groups (exact
+            teacher-forced scoring, `hikari.inference.scoring`) in each line's ``group_probabilities`` field —
+            the input of the M4 soft group context. Needs the transformers engine.
     """
+    if group_probabilities and task != "group":
+        raise ValueError(f"group_probabilities applies to the group task, not {task!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if isinstance(engine, str):
@@ -331,7 +342,7 @@ def run_predict(
                 lines = _predict_batch(
                     batch, engine_obj, build_messages, truths, task=task, prompt_id=prompt_id, model=model,
                     engine_name=engine_name, part=part, max_new_tokens=max_new_tokens, thinking=thinking,
-                    image_max_size=image_max_size,
+                    image_max_size=image_max_size, group_probabilities=group_probabilities,
                 )  # fmt: skip
                 append_predictions(out, lines)  # flushed and fsynced before the next batch starts
                 summary.n_written += len(lines)
@@ -361,6 +372,7 @@ def _predict_batch(
     max_new_tokens: int,
     thinking: bool,
     image_max_size: int | None,
+    group_probabilities: bool = False,
 ) -> list[Prediction]:
     """Predictions for one batch, in batch order; unreadable images become error lines."""
     from hikari.data.images import load_rgb
@@ -383,6 +395,17 @@ def _predict_batch(
         if len(texts) != len(readable):
             raise RuntimeError(f"engine {engine_name} returned {len(texts)} outputs for {len(readable)} inputs")
         outputs = {record.id: text for (record, _), text in zip(readable, texts, strict=True)}
+    probabilities: dict[str, dict[str, float]] = {}
+    if group_probabilities and readable:
+        from hikari.inference.scoring import choice_probabilities
+
+        if not hasattr(engine, "model") or not hasattr(engine, "processor"):
+            raise ValueError(f"group probabilities need the transformers engine, not {engine_name!r}")
+        probs = choice_probabilities(engine.model, engine.processor, [m for _, m in readable], GROUPS)
+        probabilities = {
+            record.id: {g: round(float(p), 6) for g, p in zip(GROUPS, row, strict=True)}
+            for (record, _), row in zip(readable, probs, strict=True)
+        }
 
     lines: list[Prediction] = []
     for record in batch:
@@ -396,7 +419,8 @@ def _predict_batch(
             continue
         raw = outputs[record.id]
         parsed, truncated = _parse(raw, task, thinking)
-        lines.append(Prediction(raw_output=raw, parsed=parsed, truncated=truncated, **base))
+        extra = {"group_probabilities": probabilities[record.id]} if record.id in probabilities else {}
+        lines.append(Prediction(raw_output=raw, parsed=parsed, truncated=truncated, extra=extra, **base))
     return lines
 
 

@@ -60,8 +60,11 @@ def add_lora(
         bias="none",
         task_type="CAUSAL_LM",
     )
-    torch.manual_seed(seed)  # LoRA A init is random: make it reproducible per run seed
-    peft_model = get_peft_model(model, config)
+    # LoRA A init is random: make it reproducible per run seed, without reseeding the caller's generators.
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        peft_model = get_peft_model(model, config)
     n_adapted = sum(1 for n, _ in peft_model.named_modules() if n.endswith("lora_A"))
     if n_adapted == 0:
         raise ValueError(f"LoRA target {target!r} matched no module of {type(model).__name__}")

@@ -1,9 +1,16 @@
 """Brief full-parameter pre-training of the tiny Qwen3-VL on generic image descriptions (demo/tests only).
 
-A randomly initialised tiny model knows nothing about images, while the real base (Qwen3-VL-8B) already
-describes colours and shapes. To make the tiny default behave like a *base* VLM, it first learns to describe
-synthetic lesion pictures in generic visual words — colour, shape, count, surface — never the disease name
-and never a SkinCAP caption, so every HIKARI stage still has to learn its own task. The result is saved
+A randomly initialised tiny model knows nothing, while the real base (Qwen3-VL-8B) already reads and writes
+medical English and describes colours and shapes in pictures. To make the tiny default behave like a *base*
+VLM it is pre-trained on a mix of two generic tasks:
+
+- vision: describe a synthetic lesion picture in generic visual words (colour, shape, surface), never naming
+  the disease;
+- language: text-only, write a clinical sentence (from the synthetic caption generator, with no image), so
+  the output layer knows every medical word. Without this a LoRA run cannot learn to emit a disease name: the
+  frozen, randomly initialised lm_head rows of words never seen in pre-training are too small to win a softmax.
+
+No sample ties an image to its disease, so Stage 1/2/3 still have to learn their tasks. The result is saved
 with `save_pretrained` and loaded by the same code path as any base model.
 """
 
@@ -18,6 +25,7 @@ import torch
 from hikari.data.records import SkinCapRecord
 
 PRETRAIN_PROMPT = "Describe the image."
+LANGUAGE_PROMPT = "Write a clinical sentence about a skin condition."
 
 # Colour words for the synthetic lesion palette (nearest by RGB distance).
 _COLOURS = {
@@ -58,7 +66,7 @@ def _colour_name(rgb: Sequence[float]) -> str:
 
 def generic_description(disease: str, rng: random.Random) -> str:
     """A disease-free visual description of a synthetic lesion picture of `disease` (synthetic data only)."""
-    from hikari.data.synth import STYLES
+    from hikari.data.synth_images import STYLES
 
     style = STYLES[disease]
     colour = _colour_name(style.colour)
@@ -81,7 +89,7 @@ def pretrain_tiny_vlm(
     max_image_size: int = 96,
     seed: int = 0,
 ) -> Path:
-    """Train every parameter of the model in `model_dir` on (image → generic description); save to `out`.
+    """Train every parameter of the model in `model_dir` on the two generic tasks (half a batch each); save to `out`.
 
     Returns `out`. Losses are logged into `out/pretrain_losses.json` so the effect can be inspected.
     """
@@ -97,16 +105,27 @@ def pretrain_tiny_vlm(
     model = load_model(str(model_dir), dtype="fp32")
     processor = load_processor(str(model_dir))
     collator = VLMCollator(processor)
-    items = [
-        (load_rgb(r.image_path, max_size=max_image_size), generic_description(r.disease, rng)) for r in records
-    ]
+    from hikari.data.captions import caption_corpus
+
+    vision = [
+        {"messages": P.user_message(load_rgb(r.image_path, max_size=max_image_size), PRETRAIN_PROMPT),
+         "target": generic_description(r.disease, rng)}
+        for r in records
+    ]  # fmt: skip
+    sentences = [s for c in caption_corpus(n=400, seed=seed + 1) for s in c.split(". ") if s]
+    language = [
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": LANGUAGE_PROMPT}]}],
+         "target": s.rstrip(".") + "."}
+        for s in sentences
+    ]  # fmt: skip
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10) * (1 - s / steps))
     model.train()
     losses: list[float] = []
     for _step in range(steps):
-        chosen = rng.sample(items, k=min(batch_size, len(items)))
-        batch = collator([{"messages": P.user_message(img, PRETRAIN_PROMPT), "target": text} for img, text in chosen])
+        half = batch_size // 2
+        chosen = rng.sample(vision, k=min(half, len(vision))) + rng.sample(language, k=batch_size - half)
+        batch = collator(chosen)
         loss, _ = answer_token_loss(model, batch, None)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -170,7 +170,7 @@ class VLMCollator:
         prompt_lens = enc["attention_mask"].sum(-1).tolist()
         answer_ids = self.tokenizer(completions, add_special_tokens=False)["input_ids"]
         rows, label_rows, mm_rows = [], [], []
-        for b, (n_prompt, answer) in enumerate(zip(prompt_lens, answer_ids)):
+        for b, (n_prompt, answer) in enumerate(zip(prompt_lens, answer_ids, strict=True)):
             keep = max(0, min(len(answer), self.max_length - n_prompt))
             if keep == 0:
                 raise ValueError(

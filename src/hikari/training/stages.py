@@ -258,8 +258,18 @@ def _stage1_groups(config: RunConfig, when: str = "train") -> dict[str, str] | N
     if mode not in ("stage1", "soft") or config.prompts.stage1_predictions is None:
         return None
     from hikari.evaluation.predictions import read_predictions
+    from hikari.inference.scoring import soft_group_text
 
-    return {p.file_name: p.parsed for p in read_predictions(config.prompts.stage1_predictions)}
+    preds = [p for path in config.prompts.stage1_predictions for p in read_predictions(path)]
+    if mode == "stage1":
+        return {p.file_name: p.parsed for p in preds}
+    missing = [p.file_name for p in preds if "group_probabilities" not in p.extra]
+    if missing:
+        raise ValueError(
+            f"soft group context needs group probabilities in {config.prompts.stage1_predictions} "
+            f"(run `hikari predict --task group --group-probabilities`); missing for e.g. {missing[:3]}"
+        )
+    return {p.file_name: soft_group_text(p.extra["group_probabilities"]) for p in preds}
 
 
 def steps_per_epoch(n_samples: int, batch_size: int, grad_accum: int, world_size: int = 1) -> int:

@@ -1,0 +1,47 @@
+"""`hikari demo` end to end on a small synthetic set with very short schedules: every artifact is produced and
+the report has the keys the README promises (learning quality is what the full `make demo` measures)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import hikari.demo as demo
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def test_demo_runs_every_stage_and_writes_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demo, "DEMO_STEPS", {k: 2 for k in demo.DEMO_STEPS})
+    monkeypatch.setattr(demo, "PRETRAIN_STEPS", 2)
+    monkeypatch.setattr(demo, "DEMO_OVERRIDES", [*demo.DEMO_OVERRIDES, "eval.limit=4"])
+    out = tmp_path / "demo"
+    report = demo.run_demo(out, n=150, seed=1)
+
+    saved = json.loads((out / "report.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    assert saved["audit"]["overlaps"] == 0
+    assert Path(saved["split"]).is_file()
+    for key in ("accuracy", "balanced_accuracy", "f1_macro"):
+        assert 0.0 <= saved["stage1"][key] <= 100.0
+        assert 0.0 <= saved["stage2"][key] <= 100.0
+    for recipe in ("rigel", "vega"):
+        metrics = saved["stage3"][recipe]
+        assert {"bleu_4", "rouge_1"} <= set(metrics)
+        assert metrics["n"] == 4
+    for stage in ("subaru", "deneb", "rigel", "vega"):
+        assert (out / stage / "run_info.json").is_file()
+        assert (out / stage / "adapter" / "adapter_model.safetensors").is_file()
+    # vega is merged-init from deneb: its base is the merged Stage 2 model inside its own run directory
+    vega_info = json.loads((out / "vega" / "run_info.json").read_text())
+    assert vega_info["base_model"] == str(out / "vega" / "init-merged")
+    rigel_info = json.loads((out / "rigel" / "run_info.json").read_text())
+    deneb_info = json.loads((out / "deneb" / "run_info.json").read_text())
+    assert rigel_info["base_model"] == deneb_info["base_model"]  # checkpoint-init keeps Deneb's base
+    assert "| stage1 | accuracy |" in (out / "report.md").read_text()
