@@ -8,6 +8,8 @@ the same path, so a bug that the CPU tests catch on the tiny model is a bug in t
 
 from __future__ import annotations
 
+import os
+
 import importlib
 import json
 import re
@@ -121,7 +123,8 @@ def load_model(
         if torch_dtype == "auto":
             kwargs["dtype"] = torch.bfloat16
         if device_map is None:
-            device_map = {"": torch.cuda.current_device()}
+            # One full 4-bit copy per process: under `accelerate launch` each rank takes its own GPU.
+            device_map = {"": int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))}
     if device_map is not None:
         kwargs["device_map"] = device_map
     if attn_implementation is not None:

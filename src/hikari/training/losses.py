@@ -125,15 +125,25 @@ class _FusedLinearWeightedCE(torch.autograd.Function):
         # Weight/bias gradients accumulate over chunks in fp32 (a bf16 running sum would lose the small chunks).
         grad_w = torch.zeros((v, h), dtype=torch.float32, device=weight.device) if need_w else None
         grad_b = torch.zeros((v,), dtype=torch.float32, device=weight.device) if need_b else None
-        rows = torch.arange(min(chunk_size, max(k, 1)), device=hidden.device)
+        # Two chunk buffers reused by every chunk: logits in the input dtype (reused for the gradient cast back
+        # to it) and the fp32 log-softmax (turned into the logits gradient in place). Reuse keeps the allocator
+        # out of the loop (on CPU every fresh buffer of this size is a new mmap that page-faults on first touch).
+        c_max = max(1, min(chunk_size, k))
+        logits_buf = torch.empty((c_max, v), dtype=dtype, device=hidden.device)
+        logp_buf = torch.empty((c_max, v), dtype=torch.float32, device=hidden.device)
+        rows = torch.arange(c_max, device=hidden.device)
 
         for start in range(0, k, chunk_size):
             end = min(start + chunk_size, k)
+            c = end - start
             xc, tc, wc = x[start:end], t[start:end], wk[start:end]
             # Logits in the input dtype (tensor cores for bf16), log-softmax in fp32.
-            logits = torch.addmm(bias, xc, weight.t()) if bias is not None else xc @ weight.t()
-            logp = torch.log_softmax(logits, dim=1, dtype=torch.float32)  # (C, V)
-            del logits
+            logits = logits_buf[:c]
+            if bias is not None:
+                torch.addmm(bias, xc, weight.t(), out=logits)
+            else:
+                torch.mm(xc, weight.t(), out=logits)
+            logp = torch.log_softmax(logits, dim=1, dtype=torch.float32, out=logp_buf[:c])  # (C, V)
             ce = -logp.gather(1, tc.unsqueeze(1)).squeeze(1)
             loss += (ce * wc).sum()
             ce_total += ce.sum()
@@ -141,12 +151,12 @@ class _FusedLinearWeightedCE(torch.autograd.Function):
                 continue
             # d(Σ w·CE)/d logits = w · (softmax − onehot), built in place in the log-softmax buffer.
             grad_logits = logp.exp_()
-            grad_logits[rows[: end - start], tc] -= 1.0
+            grad_logits[rows[:c], tc] -= 1.0
             grad_logits.mul_(wc.unsqueeze(1))
             if grad_b is not None:
                 grad_b += grad_logits.sum(0)
-            g = grad_logits.to(dtype)  # (C, V) in the input dtype, as autograd would feed the matmul
-            del logp, grad_logits
+            # The input dtype, as autograd would feed the matmul (fp32: the same buffer, no copy).
+            g = grad_logits if dtype == torch.float32 else logits.copy_(grad_logits)
             if grad_x is not None:
                 torch.mm(g, weight, out=grad_x[start:end])
             if grad_w is not None:
@@ -154,6 +164,7 @@ class _FusedLinearWeightedCE(torch.autograd.Function):
                     grad_w.addmm_(g.t(), xc)
                 else:
                     grad_w += g.t() @ xc
+        del logits_buf, logp_buf
 
         grad_hidden = None
         if grad_x is not None:

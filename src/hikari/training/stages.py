@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,24 +75,15 @@ def split_records(config: RunConfig) -> tuple[dict[str, list[SkinCapRecord]], An
 def prepare_model(config: RunConfig, output_dir: Path) -> tuple[torch.nn.Module, Any, str]:
     """Load the starting model per `model.init` and attach the adapter to train. Returns (model, processor, base)."""
     from hikari.models.load import load_model, load_processor
-    from hikari.models.lora import add_lora, load_adapter, merge_adapter_into_base
+    from hikari.models.lora import add_lora, load_adapter
 
     m = config.model
     previous = read_run_info(m.previous_run) if m.previous_run is not None else None
     if m.init == "base":
         base = m.base
     elif m.init == "merged":
-        assert previous is not None
-        merged_dir = output_dir / "init-merged"
-        if not (merged_dir / "config.json").is_file():
-            merge_adapter_into_base(
-                previous["base_model"],
-                Path(m.previous_run) / previous["adapter"],
-                merged_dir,
-                save_dtype="fp32" if m.dtype in ("fp32", "auto") else m.dtype,
-                trust_remote_code=m.trust_remote_code,
-            )
-        base = str(merged_dir)
+        assert previous is not None and m.previous_run is not None
+        base = str(_merged_init(previous, Path(m.previous_run), output_dir, m.dtype, m.trust_remote_code))
     else:  # checkpoint: same base as the previous stage, same adapter tensors
         assert previous is not None
         base = previous["base_model"]
@@ -107,6 +97,7 @@ def prepare_model(config: RunConfig, output_dir: Path) -> tuple[torch.nn.Module,
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=m.gradient_checkpointing)
     if m.init == "checkpoint":
         assert previous is not None and m.previous_run is not None
+        # The adapter keeps its own rank/alpha/targets; the recipe's `lora` section does not apply.
         model = load_adapter(model, Path(m.previous_run) / previous["adapter"], trainable=True)
     else:
         lo = config.lora
@@ -115,6 +106,35 @@ def prepare_model(config: RunConfig, output_dir: Path) -> tuple[torch.nn.Module,
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     return model, processor, base
+
+
+def _merged_init(previous: dict[str, Any], previous_run: Path, output_dir: Path, dtype: str, trust: bool) -> Path:
+    """The previous stage merged into its base, in `<run>/init-merged` (reused while the adapter is unchanged).
+
+    Only the main process merges; the others wait, then load the result. A stamp records the adapter's hash so a
+    retrained previous stage is merged again instead of silently reusing a stale model.
+    """
+    from accelerate import PartialState
+
+    from hikari.models.lora import merge_adapter_into_base
+    from hikari.utils.io import sha256_file
+
+    merged_dir = output_dir / "init-merged"
+    adapter_dir = previous_run / previous["adapter"]
+    stamp = {"base": previous["base_model"], "adapter_sha256": sha256_file(adapter_dir / "adapter_model.safetensors")}
+    stamp_path = merged_dir / "hikari_merge.json"
+    with PartialState().main_process_first():
+        current = json.loads(stamp_path.read_text(encoding="utf-8")) if stamp_path.is_file() else None
+        if current != stamp and PartialState().is_main_process:
+            merge_adapter_into_base(
+                previous["base_model"],
+                adapter_dir,
+                merged_dir,
+                save_dtype="fp32" if dtype in ("fp32", "auto") else dtype,
+                trust_remote_code=trust,
+            )
+            atomic_write_json(stamp_path, stamp)
+    return merged_dir
 
 
 def training_arguments(config: RunConfig, output_dir: Path) -> TrainingArguments:
@@ -192,7 +212,7 @@ def run_training(config: RunConfig, *, resume: bool = False, evaluate: bool | No
         args=training_arguments(config, out),
         train_dataset=train_set,
         data_collator=collator,
-        callbacks=[EpochSetter(train_set), _tensorboard(out / "logs")],
+        callbacks=[EpochSetter(train_set), *_tensorboard(out / "logs")],
     )
     checkpoint = last_checkpoint(out) if resume else None
     if resume and checkpoint is None:
@@ -200,9 +220,11 @@ def run_training(config: RunConfig, *, resume: bool = False, evaluate: bool | No
     result = trainer.train(resume_from_checkpoint=checkpoint)
 
     adapter_dir = out / "adapter"
+    trainer.save_model(str(adapter_dir))  # every rank: under ZeRO-3 the adapter is gathered from all of them
     if trainer.is_world_process_zero():
-        model.save_pretrained(adapter_dir, safe_serialization=True)
         processor.save_pretrained(adapter_dir)
+        # The Trainer also pickles its arguments there; the published adapter stays safetensors + JSON only.
+        (adapter_dir / "training_args.bin").unlink(missing_ok=True)
     data_summary = {
         "n_rows": dataset.report.n_rows,
         "n_used": dataset.report.n_used,
@@ -245,11 +267,15 @@ def run_training(config: RunConfig, *, resume: bool = False, evaluate: bool | No
     return RunResult(out, adapter_dir, base, train_metrics, eval_metrics)
 
 
-def _tensorboard(log_dir: Path) -> Any:
+def _tensorboard(log_dir: Path) -> list[Any]:
+    """A TensorBoard callback writing into `<run>/logs`, on the main process only."""
+    from accelerate import PartialState
     from torch.utils.tensorboard import SummaryWriter
     from transformers.integrations import TensorBoardCallback
 
-    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))
+    if not PartialState().is_main_process:
+        return []
+    return [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))]
 
 
 def _stage1_groups(config: RunConfig, when: str = "train") -> dict[str, str] | None:
@@ -270,7 +296,3 @@ def _stage1_groups(config: RunConfig, when: str = "train") -> dict[str, str] | N
             f"(run `hikari predict --task group --group-probabilities`); missing for e.g. {missing[:3]}"
         )
     return {p.file_name: soft_group_text(p.extra["group_probabilities"]) for p in preds}
-
-
-def steps_per_epoch(n_samples: int, batch_size: int, grad_accum: int, world_size: int = 1) -> int:
-    return max(1, math.ceil(n_samples / (batch_size * world_size)) // grad_accum)
