@@ -142,6 +142,14 @@ def test_no_grad_mode_computes_the_value_only() -> None:
     torch.testing.assert_close(loss, expected.detach(), rtol=1e-5, atol=1e-5)
 
 
+def test_second_backward_through_the_same_graph_fails_loudly() -> None:
+    p = _problem(torch.float32)
+    loss, _ = fused_weighted_cross_entropy(p["hidden"], p["weight"], p["targets"], backend="torch")
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="only once"):
+        loss.backward()
+
+
 class _LargestTensor(TorchDispatchMode):
     """Records the largest number of elements of any tensor an aten op produces."""
 
@@ -197,10 +205,13 @@ _NO_CUDA = "needs a CUDA device (Liger-Kernel and Cut Cross-Entropy are Triton G
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=_NO_CUDA)
-@pytest.mark.parametrize(("backend", "module"), [("liger", "liger_kernel"), ("cce", "cut_cross_entropy")])
-def test_cuda_backends_match_the_torch_backend(backend: str, module: str) -> None:
+@pytest.mark.parametrize(
+    ("backend", "module", "package"),
+    [("liger", "liger_kernel", "liger-kernel>=0.8.2"), ("cce", "cut_cross_entropy", "cut-cross-entropy")],
+)
+def test_cuda_backends_match_the_torch_backend(backend: str, module: str, package: str) -> None:
     if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} is not installed (pip install {'liger-kernel' if backend == 'liger' else 'cut-cross-entropy'})")
+        pytest.skip(f"{module} is not installed (pip install '{package}')")
     torch.manual_seed(0)
     n, h, v = 257, 64, 1000
     hidden = torch.randn(n, h, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -244,7 +255,7 @@ def test_ibr_ab_is_the_l2_norm_of_every_lora_factor() -> None:
                   if "lora_A" in name or "lora_B" in name)
     penalty = lora_penalty(model, "ibr_ab", beta=beta, sigma2=sigma2)
     assert by_hand > 0  # A is random at initialisation: the original penalty pulls on it from step 0
-    assert float(penalty) == pytest.approx(beta * by_hand / (2 * sigma2), rel=1e-6)
+    assert penalty.item() == pytest.approx(beta * by_hand / (2 * sigma2), rel=1e-6)
     penalty.backward()
     for name, p in model.named_parameters():
         if "lora_" in name:
@@ -256,7 +267,7 @@ def test_ibr_ab_is_the_l2_norm_of_every_lora_factor() -> None:
 @pytest.mark.parametrize("use_rslora", [False, True])
 def test_ibr_delta_is_zero_at_init_and_the_weight_change_norm_after(use_rslora: bool) -> None:
     model = _peft_model(use_rslora)
-    assert float(lora_penalty(model, "ibr_delta")) == 0.0  # B = 0: no weight change yet
+    assert lora_penalty(model, "ibr_delta").item() == 0.0  # B = 0: no weight change yet
     with torch.no_grad():
         for m in _lora_modules(model):
             m.lora_B["default"].weight.normal_()
@@ -269,7 +280,7 @@ def test_ibr_delta_is_zero_at_init_and_the_weight_change_norm_after(use_rslora: 
         explicit += float((delta**2).sum())
     assert m.scaling["default"] == pytest.approx(6.0 / 2**0.5 if use_rslora else 6.0 / 2)  # alpha/sqrt(r), alpha/r
     penalty = lora_penalty(model, "ibr_delta", beta=beta, sigma2=sigma2)
-    assert float(penalty) == pytest.approx(beta * explicit / (2 * sigma2), rel=1e-5)
+    assert penalty.item() == pytest.approx(beta * explicit / (2 * sigma2), rel=1e-5)
     penalty.backward()
     for name, p in model.named_parameters():
         if "lora_" in name:
@@ -286,7 +297,7 @@ def test_penalty_skips_frozen_adapters_and_fails_without_lora() -> None:
     second = _lora_modules(model)[1]
     only_second = sum(float((p.detach() ** 2).sum()) for p in (second.lora_A["default"].weight,
                                                                second.lora_B["default"].weight))
-    assert float(lora_penalty(model, "ibr_ab", beta=1.0, sigma2=0.5)) == pytest.approx(only_second, rel=1e-6)
+    assert lora_penalty(model, "ibr_ab", beta=1.0, sigma2=0.5).item() == pytest.approx(only_second, rel=1e-6)
 
     none = lora_penalty(model, "none")
     assert float(none) == 0.0 and not none.requires_grad

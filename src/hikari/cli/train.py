@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-console = Console()
+console = Console(soft_wrap=True, highlight=False)  # paths and errors stay on one line
 
 
 def train_command(

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from hikari.training.data import IGNORE_INDEX
 
 BACKENDS = ("auto", "torch", "liger", "cce")
 PENALTIES = ("ibr_ab", "ibr_delta", "none")
@@ -204,14 +204,23 @@ class _FusedLinearWeightedCE(torch.autograd.Function):
         )
 
 
-def _liger_loss(hidden, weight, targets, bias, ignore_index):  # type: ignore[no-untyped-def]
+def _liger_version() -> tuple[int, ...] | None:
+    """Installed Liger-Kernel version, or None when it is not installed."""
     try:
         version = importlib.metadata.version("liger-kernel")
-        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
-    except (importlib.metadata.PackageNotFoundError, ImportError):
-        raise ImportError("backend 'liger' needs Liger-Kernel >= 0.8.2: pip install 'liger-kernel>=0.8.2'") from None
-    if tuple(int(p) for p in version.split(".")[:3] if p.isdigit()) < LIGER_MIN_VERSION:
-        raise ImportError(f"backend 'liger' needs Liger-Kernel >= 0.8.2 (reduction='none' gradients), found {version}")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
+
+
+def _liger_loss(hidden, weight, targets, bias, ignore_index):  # type: ignore[no-untyped-def]
+    version = _liger_version()
+    if version is None or version < LIGER_MIN_VERSION:
+        found = "not installed" if version is None else "found " + ".".join(map(str, version))
+        raise ImportError(f"backend 'liger' needs Liger-Kernel >= 0.8.2 (correct reduction='none' gradients), {found}: "
+                          "pip install 'liger-kernel>=0.8.2'")
+    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
     per_token = LigerFusedLinearCrossEntropyLoss(reduction="none", ignore_index=ignore_index)
     return per_token(weight, hidden, targets, bias)
 
@@ -226,8 +235,10 @@ def _cce_loss(hidden, weight, targets, bias, ignore_index):  # type: ignore[no-u
     return linear_cross_entropy(hidden, weight, targets, ignore_index=ignore_index, reduction="none")
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """The backend `backend` stands for on `device`: 'auto' = liger, else cce, else torch on CUDA; torch on CPU."""
+def resolve_backend(backend: str, device: torch.device, *, has_bias: bool = False) -> str:
+    """The backend `backend` stands for on `device`. 'auto' on CUDA = Liger (>= 0.8.2), else Cut Cross-Entropy
+    (no bias), else torch; on any other device torch. An explicit name is returned as it is (CUDA only for liger
+    and cce); whether it is installed is checked when it runs."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown cross-entropy backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if backend != "auto":
@@ -235,9 +246,10 @@ def resolve_backend(backend: str, device: torch.device) -> str:
             raise ValueError(f"backend {backend!r} runs on CUDA only; this input is on {device}")
         return backend
     if device.type == "cuda":
-        if importlib.util.find_spec("liger_kernel") is not None:
+        version = _liger_version()
+        if version is not None and version >= LIGER_MIN_VERSION:
             return "liger"
-        if importlib.util.find_spec("cut_cross_entropy") is not None:
+        if not has_bias and importlib.util.find_spec("cut_cross_entropy") is not None:
             return "cce"
     return "torch"
 
@@ -264,8 +276,9 @@ def fused_weighted_cross_entropy(
         chunk_size: tokens per chunk; None = `auto_chunk_size(V)` (one chunk's fp32 logits ≤ 64 MiB).
         bias: optional (V,) LM-head bias.
         backend: "torch" (this module, any device), "liger" (Liger-Kernel ≥ 0.8.2), "cce" (Cut Cross-Entropy),
-            or "auto" (liger, else cce, else torch on CUDA; torch on CPU). Liger and CCE compute per-token losses
-            and are weighted here; they need CUDA and raise ImportError when not installed.
+            or "auto" (`resolve_backend`: on CUDA liger, else cce when there is no bias, else torch; torch
+            elsewhere). Liger and CCE return per-token losses (reduction="none") that are weighted here; they need
+            CUDA and raise ImportError when not installed. `chunk_size` applies to "torch" only.
 
     Returns:
         (loss_sum, stats): the 0-dim fp32 sum of w·CE (differentiable wrt hidden, weight, bias) and `CEStats`.
@@ -274,7 +287,7 @@ def fused_weighted_cross_entropy(
     """
     _check_inputs(hidden, weight, targets, token_weights, bias)
     w, valid, n_tokens = _prepare(hidden, targets, token_weights, weight.shape[0], ignore_index)
-    name = resolve_backend(backend, hidden.device)
+    name = resolve_backend(backend, hidden.device, has_bias=bias is not None)
     if name == "torch":
         if chunk_size is None:
             chunk_size = auto_chunk_size(weight.shape[0])

@@ -25,7 +25,7 @@ the fixed weight `w_template` (default 1.0), outside sentence classes and normal
 makes a generation parse and stop. Under STS most caption tokens weigh 0.06-0.1 before normalisation; had the
 stop token been weighted like a non-medical word (as in the original, which gave trailing tokens the last
 sentence's weight times γ), the model would be taught the end of the answer ten times more weakly than a
-disease name — a direct route to run-on or truncated captions. With `normalize="mean"` the caption weights have
+disease name — a direct route to captions that do not stop. With `normalize="mean"` the caption weights have
 mean 1 and the template tokens weigh 1, so every sequence's weights still average 1 over all supervised tokens
 and the loss stays on plain cross-entropy's scale.
 
@@ -51,8 +51,7 @@ import torch
 
 from hikari.data.labels import ALIASES, DISEASES
 from hikari.data.skincap import SKINCON_CONCEPTS
-
-IGNORE_INDEX = -100
+from hikari.training.data import IGNORE_INDEX
 
 REASON_MODES = ("span", "vocab")
 NORMALIZE_MODES = ("mean", "global", "none")
@@ -61,7 +60,8 @@ NORMALIZE_MODES = ("mean", "global", "none")
 # The medical lexicon (w_reason). Stems below are word-start prefixes: `desquamat` matches "desquamation",
 # "desquamative"; plain words take any suffix too ("papule" -> "papules", "erythema" -> "erythematous").
 # "biops" and "atroph" are the reference's "biopsy" and "atrophy" cut to the stem their inflections share
-# (biopsies, atrophic).
+# (biopsies, atrophic); "histopatholog" is the "patholog…" family's most common prefixed form, which a word-start
+# match would otherwise miss (the original's substring search found it).
 # ---------------------------------------------------------------------------------------------------------------
 MORPHOLOGY_STEMS: tuple[str, ...] = (
     "papule", "plaque", "macule", "nodule", "vesicle", "pustule", "bulla", "cyst", "wheal",
@@ -74,7 +74,7 @@ MORPHOLOGY_STEMS: tuple[str, ...] = (
 )  # fmt: skip
 DIAGNOSTIC_STEMS: tuple[str, ...] = (
     "diagnos", "indicat", "consistent with", "suggest", "possibility", "possible", "consider", "biops",
-    "patholog", "examina", "recommend", "differential",
+    "patholog", "histopatholog", "examina", "recommend", "differential",
 )  # fmt: skip
 # "asymmetr": the same concept as "symmetr"; the original's substring search matched it through "symmetr".
 LOCATION_STEMS: tuple[str, ...] = (
@@ -83,9 +83,8 @@ LOCATION_STEMS: tuple[str, ...] = (
 )  # fmt: skip
 
 # Disease names, aliases and SKINCON concept names are words of ordinary text; those of at most this many
-# letters ("mole", "acne", "scar", "blue") are matched as whole words (plus a few endings) because as prefixes they
-# over-match ("molecular", "scarce"); longer ones are prefixes ("psoria" would not be, "psoriasis" -> "psoriatic"
-# is covered by its own alias).
+# letters ("mole", "acne", "scar", "blue") are matched as whole words (plus a few endings) because as prefixes
+# they over-match ("molecular", "scarce"); longer ones are prefixes ("sarcoid" -> "sarcoidosis").
 _WHOLE_WORD_MAX_LEN = 4
 _SHORT_WORD_ENDINGS = r"(?:s|es|ed|ing|red|ring|ish)?\b"  # moles, scarred, scarring, grayish
 
