@@ -118,6 +118,40 @@ class TrainConfig(_Frozen):
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
 
 
+class LossConfig(_Frozen):
+    """Selective Token Supervision (per-token weights) and the LoRA penalty (IBR); defaults = plain CE."""
+
+    sts: bool = Field(False, description="Weight answer tokens by w_ans x w_reason (Stage 3 captions).")
+    w_recommend: float = Field(1.0, ge=0, description="w_ans of a sentence with recommendation wording.")
+    w_diagnosis: float = Field(1.0, ge=0, description="w_ans of a sentence with diagnosis wording.")
+    w_first: float = Field(0.6, ge=0, description="w_ans of the first sentence (when no rule above applies).")
+    w_other: float = Field(0.8, ge=0, description="w_ans of any other sentence.")
+    gamma: float = Field(0.1, ge=0, description="w_reason of a non-medical token.")
+    reason_mode: Literal["span", "vocab"] = Field(
+        "span", description="span: tokens overlapping a medical term; vocab: the original's per-token match."
+    )
+    normalize: Literal["mean", "global", "none"] = Field(
+        "mean", description="mean: weights mean 1 per caption (original); global: divide by the step's total weight."
+    )
+    penalty: Literal["none", "ibr_ab", "ibr_delta"] = Field(
+        "none", description="ibr_ab: beta*sum(|A|^2+|B|^2)/(2 sigma2) (original); ibr_delta: on scale*B*A."
+    )
+    beta: float = Field(0.01, ge=0, description="Penalty strength.")
+    sigma2: float = Field(1.0, gt=0, description="Penalty prior variance.")
+    ce_backend: Literal["auto", "torch", "liger", "cce"] = Field("auto", description="Fused CE implementation.")
+
+    def sts_config(self) -> Any:
+        """The `hikari.training.sts.STSConfig` for the collator, or None without STS."""
+        if not self.sts:
+            return None
+        from hikari.training.sts import STSConfig
+
+        return STSConfig(
+            w_recommend=self.w_recommend, w_diagnosis=self.w_diagnosis, w_first=self.w_first,
+            w_other=self.w_other, gamma=self.gamma, reason_mode=self.reason_mode, normalize=self.normalize,
+        )  # fmt: skip
+
+
 class EvalConfig(_Frozen):
     part: str = Field("val", description="Split part evaluated after training.")
     batch_size: int = Field(8, ge=1)
@@ -135,6 +169,7 @@ class RunConfig(_Frozen):
     lora: LoraConfig = LoraConfig()
     prompts: PromptConfig = PromptConfig()
     train: TrainConfig = TrainConfig()
+    loss: LossConfig = LossConfig()
     eval: EvalConfig = EvalConfig()
     description: str = Field("", description="What this recipe reproduces (free text).")
 

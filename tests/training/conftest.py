@@ -53,6 +53,9 @@ PREVIOUS: dict[str, str | None] = {
     "polaris_m1": "subaru",
     "rigel": "deneb",
     "vega": "deneb",
+    "antares": "deneb",
+    "antares_ckpt": "deneb",
+    "antares_as_run": "deneb",
 }
 
 

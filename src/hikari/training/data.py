@@ -11,7 +11,7 @@ import multiprocessing
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import Dataset
@@ -20,6 +20,9 @@ from hikari.data import prompts as P
 from hikari.data.augment import Augmenter, oversample_indices
 from hikari.data.images import load_rgb
 from hikari.data.records import SkinCapRecord
+
+if TYPE_CHECKING:
+    from hikari.training.sts import STSConfig
 
 IGNORE_INDEX = -100
 
@@ -128,8 +131,9 @@ class VLMCollator:
     `image_grid_thw` (N_images, 3).
     """
 
-    def __init__(self, processor: Any, *, max_length: int = 2048) -> None:
+    def __init__(self, processor: Any, *, max_length: int = 2048, sts: STSConfig | None = None) -> None:
         self.processor = processor
+        self.sts = sts  # Selective Token Supervision: adds `loss_weights` (B, L) aligned with `labels`
         self.tokenizer = processor.tokenizer
         self.max_length = max_length
         self.pad_id = self.tokenizer.pad_token_id
@@ -198,6 +202,11 @@ class VLMCollator:
         for key in ("pixel_values", "image_grid_thw"):
             if key in enc:
                 out[key] = enc[key]
+        if self.sts is not None:
+            from hikari.training.sts import batch_token_weights
+
+            targets = [item["target"] for item in items]
+            out["loss_weights"] = batch_token_weights(out["labels"], completions, targets, self.tokenizer, self.sts)
         return out
 
 

@@ -206,13 +206,19 @@ def run_training(config: RunConfig, *, resume: bool = False, evaluate: bool | No
         augment=config.data.augment,
     )
     model, processor, base = prepare_model(config, out)
-    collator = VLMCollator(processor, max_length=config.train.max_length)
+    lc = config.loss
+    collator = VLMCollator(processor, max_length=config.train.max_length, sts=lc.sts_config())
     trainer = HikariTrainer(
         model=model,
         args=training_arguments(config, out),
         train_dataset=train_set,
         data_collator=collator,
         callbacks=[EpochSetter(train_set), *_tensorboard(out / "logs")],
+        penalty=lc.penalty,
+        beta=lc.beta,
+        sigma2=lc.sigma2,
+        normalize=lc.normalize if lc.sts else "mean",
+        ce_backend=lc.ce_backend,
     )
     checkpoint = last_checkpoint(out) if resume else None
     if resume and checkpoint is None:
