@@ -160,6 +160,23 @@ class EvalConfig(_Frozen):
     enabled: bool = Field(True, description="Run generation + metrics at the end of training.")
 
 
+class GuardConfig(_Frozen):
+    """The collapse guard of caption runs (`hikari.training.collapse.CollapseGuard`); ignored by other tasks."""
+
+    policy: Literal["warn", "stop", "off"] = Field("warn", description="warn: log; stop: save and stop; off.")
+    probe_every: int = Field(50, ge=1, description="Optimizer steps between caption probes (and the last step).")
+    n_probe: int = Field(8, ge=0, description="Probe images: the first N records of the eval part (0: none).")
+    grad_every: int = Field(10, ge=1, description="Steps between penalty/CE gradient-ratio and ΔW measurements.")
+    max_new_tokens: int = Field(256, ge=1, description="Generation budget of a probe caption.")
+    batch_size: int = Field(4, ge=1, description="Probe generation batch size.")
+    min_length_ratio: float = Field(0.4, ge=0, description="Symptom: captions shorter than this × references.")
+    max_penalty_ratio: float = Field(10.0, gt=0, description="Penalty gradient above this × CE: penalty-driven.")
+    max_one_liner_share: float = Field(0.5, ge=0, le=1, description="Symptom: more previous-stage one-liners.")
+    min_distinct_2: float = Field(0.3, ge=0, le=1, description="Symptom: fewer unique bigrams over all outputs.")
+    one_liner_max_words: int = Field(12, ge=1, description="Longer outputs are never a one-line answer.")
+    patience: int = Field(2, ge=1, description="Consecutive probes with symptoms before a collapse is declared.")
+
+
 class RunConfig(_Frozen):
     name: str = Field(description="Recipe name (subaru, deneb, vega, ...).")
     task: Task = Field(description="group (Stage 1), disease (Stage 2), caption (Stage 3).")
@@ -171,6 +188,7 @@ class RunConfig(_Frozen):
     train: TrainConfig = TrainConfig()
     loss: LossConfig = LossConfig()
     eval: EvalConfig = EvalConfig()
+    guard: GuardConfig = GuardConfig()
     description: str = Field("", description="What this recipe reproduces (free text).")
 
 

@@ -19,7 +19,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import TrainingArguments
@@ -28,6 +28,9 @@ from hikari import __version__
 from hikari.config import RunConfig, dump_config
 from hikari.data.records import SkinCapRecord
 from hikari.utils.io import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from hikari.training.collapse import CollapseGuard
 
 logger = logging.getLogger(__name__)
 
@@ -208,12 +211,14 @@ def run_training(config: RunConfig, *, resume: bool = False, evaluate: bool | No
     model, processor, base = prepare_model(config, out)
     lc = config.loss
     collator = VLMCollator(processor, max_length=config.train.max_length, sts=lc.sts_config())
+    guard = _collapse_guard(config, parts.get(config.eval.part, []), processor)
     trainer = HikariTrainer(
         model=model,
         args=training_arguments(config, out),
         train_dataset=train_set,
         data_collator=collator,
-        callbacks=[EpochSetter(train_set), *_tensorboard(out / "logs")],
+        # The guard comes before TensorBoard, so the guard/* values it adds to a log reach the events too.
+        callbacks=[EpochSetter(train_set), *([guard] if guard is not None else []), *_tensorboard(out / "logs")],
         penalty=lc.penalty,
         beta=lc.beta,
         sigma2=lc.sigma2,
@@ -269,8 +274,34 @@ def run_training(config: RunConfig, *, resume: bool = False, evaluate: bool | No
             eval_metrics = evaluate_model(
                 model, processor, parts[config.eval.part], config, out, stage1_groups=_stage1_groups(config, "eval")
             )
-        atomic_write_json(out / "metrics.json", {"train": train_metrics, "eval": eval_metrics})
+        guard_report = guard.report().to_dict() if guard is not None else None
+        atomic_write_json(out / "metrics.json", {"train": train_metrics, "eval": eval_metrics, "guard": guard_report})
     return RunResult(out, adapter_dir, base, train_metrics, eval_metrics)
+
+
+def _collapse_guard(config: RunConfig, probe_records: list[SkinCapRecord], processor: Any) -> CollapseGuard | None:
+    """The collapse guard of a caption run (None for other tasks or policy "off"): probes the first
+    `guard.n_probe` records of the eval part."""
+    g = config.guard
+    if config.task != "caption" or g.policy == "off":
+        return None
+    from hikari.data.images import load_rgb
+    from hikari.training.collapse import CollapseGuard, previous_stage_answers
+
+    probe = probe_records[: g.n_probe]
+    if g.n_probe and not probe:
+        logger.warning("collapse guard: the %r part has no records; no caption probes", config.eval.part)
+    lc = config.loss
+    return CollapseGuard(
+        policy=g.policy, probe_every=g.probe_every,
+        probe_images=[load_rgb(r.image_path, max_size=config.data.max_image_size) for r in probe],
+        probe_references=[r.caption for r in probe], probe_diseases=[r.disease for r in probe],
+        previous_answers=previous_stage_answers(), processor=processor, max_new_tokens=g.max_new_tokens,
+        penalty=lc.penalty, beta=lc.beta, sigma2=lc.sigma2, grad_every=g.grad_every,
+        min_length_ratio=g.min_length_ratio, max_penalty_ratio=g.max_penalty_ratio,
+        max_one_liner_share=g.max_one_liner_share, min_distinct_2=g.min_distinct_2,
+        one_liner_max_words=g.one_liner_max_words, patience=g.patience, batch_size=g.batch_size,
+    )  # fmt: skip
 
 
 def _tensorboard(log_dir: Path) -> list[Any]:

@@ -1,0 +1,532 @@
+"""Watch a caption run for supervision collapse, and warn or stop before it wastes a whole training.
+
+HIKARI "Antares" (Stage 3 captions + an L2 penalty on the LoRA factors) collapsed into the previous stage's
+one-line answer ("This image shows melanocytic nevus.", ~15 words vs ~62 in the references): the IBR penalty
+β·Σ‖A‖²/(2σ²) pulls on A from step 0 — PEFT initialises A randomly and B at zero, so the cross-entropy has no
+gradient on A yet — and the adapter is held near zero while the merged previous stage keeps answering.
+
+`CollapseGuard` is a `transformers.TrainerCallback` that measures, cheaply and during training:
+
+* every `grad_every` optimizer steps, on the trainable LoRA tensors, ‖∇penalty‖ / ‖∇CE‖. The penalty gradient
+  comes from `torch.autograd.grad` on `lora_penalty` (the same function the trainer adds); the CE gradient is the
+  accumulated gradient minus it. It is read by post-accumulate-grad hooks on the measured step only, i.e. after
+  the last micro-batch's backward and *before* gradient clipping (transformers calls `on_pre_optimizer_step`
+  after clipping, when the CE share can no longer be separated). Under DDP the hooks see the local gradient
+  (before the all-reduce), so the CE norm is one process's — an upper bound of the averaged one;
+* the adapter's weight change Σ over adapted modules ‖scale·B·A‖_F (`lora_delta_norm`), tracked over steps;
+* every `probe_every` steps and at the last step, greedy captions of a few fixed probe images from the in-memory
+  model: mean length vs the references (words), distinct-2 over all outputs, the share of outputs that are a
+  previous stage's one-line answer, and the disease mention rate.
+
+A probe whose captions are too short, repetitive or previous-stage one-liners has *symptoms*; `patience`
+consecutive such probes (or symptoms at the last step) make a detected collapse. `diagnose` names the cause
+the evidence supports — "penalty-driven collapse" (penalty gradient ≫ CE gradient and ΔW not growing),
+"previous-stage answers", "degenerate repetition" or "short captions" — with a remedy. Policy "warn" logs it and
+goes on; "stop" saves a checkpoint and stops training. Every measurement goes into the Trainer's logs as
+`guard/*`, and `report()` returns the final `CollapseReport` for metrics.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from hikari.data import prompts as P
+from hikari.data.labels import DISEASES, GROUPS
+from hikari.evaluation.captions import disease_mention_rate
+from hikari.inference.parsing import strip_thinking
+from hikari.training.losses import _lora_factors, lora_penalty
+
+logger = logging.getLogger(__name__)
+
+POLICIES = ("warn", "stop", "off")
+PROBE_PROMPT_INDEX = 0  # STAGE3_EVAL_PROMPT, the prompt captions are evaluated with
+
+# Relative change of ΔW between its first non-zero and its latest measurement below which it counts as "flat".
+DELTA_W_FLAT_TOL = 0.05
+# Σ‖ΔW‖ / Σ‖W₀‖ over the adapted modules below which the adapter counts as pinned near zero even while it grows
+# (from B = 0 it always grows at first, however hard a penalty holds it).
+DELTA_W_NEGLIGIBLE = 1e-3
+
+_NON_ALNUM = re.compile(r"[^a-z]+")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Caption statistics (pure functions, unit-tested on hand-made outputs)
+# ---------------------------------------------------------------------------------------------------------------
+def visible_caption(raw: str) -> str:
+    """A generation without its reasoning (closed or dangling think tags removed), stripped."""
+    return strip_thinking(raw)[0]
+
+
+def distinct_n(texts: Sequence[str], n: int = 2) -> float:
+    """Unique word n-grams / all word n-grams over every text (lowercased whitespace words); 0 when none."""
+    grams: list[tuple[str, ...]] = []
+    for text in texts:
+        words = text.lower().split()
+        grams.extend(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def normalise_answer(text: str) -> str:
+    """Lowercase letters only, single-spaced: "1. Benign Tumors, Nevi & Cysts" → "benign tumors nevi cysts"."""
+    return " ".join(_NON_ALNUM.sub(" ", text.lower()).split())
+
+
+def previous_stage_answers() -> list[str]:
+    """Every answer a Stage 1/2 model is trained to give: "This image shows {label}." for each disease and each
+    group name, and each bare group name (the Stage 1 target)."""
+    labels = [*DISEASES, *GROUPS]
+    return [P.stage2_target(label) for label in labels] + list(GROUPS)
+
+
+def is_previous_answer(text: str, answers: Sequence[str], *, max_words: int = 12) -> bool:
+    """Whether a (thinking-free) output is a previous stage's one-line answer: at most `max_words` words, and its
+    normalised text equals or starts with a normalised answer, or starts with the fixed part of an answer
+    template ("this image shows …" — the collapsed models also wrote labels such as "melanocytic nevus")."""
+    norm = normalise_answer(text)
+    if not norm or len(text.split()) > max_words:
+        return False
+    stems = {normalise_answer(P.STAGE2_TARGET.split("{", 1)[0])}
+    for answer in answers:
+        a = normalise_answer(answer)
+        if a and norm.startswith(a):  # equal, or the answer followed by more words
+            return True
+    return any(stem and norm.startswith(stem) for stem in stems)
+
+
+@dataclass(frozen=True)
+class ProbeMetrics:
+    """What one probe's captions look like (lengths in whitespace words of the thinking-free text)."""
+
+    step: int
+    gen_words: float
+    ref_words: float
+    distinct_2: float
+    one_liner_share: float
+    mention_rate: float | None  # % of captions naming the image's true disease; None without diseases
+    n: int
+
+    @property
+    def length_ratio(self) -> float:
+        return self.gen_words / self.ref_words if self.ref_words > 0 else math.inf
+
+
+def probe_metrics(
+    outputs: Sequence[str],
+    references: Sequence[str],
+    *,
+    diseases: Sequence[str] | None = None,
+    previous_answers: Sequence[str] = (),
+    one_liner_max_words: int = 12,
+    step: int = 0,
+) -> ProbeMetrics:
+    """Statistics of raw generations `outputs` against the `references` of the same images."""
+    if len(outputs) != len(references) or not outputs:
+        raise ValueError(f"probe_metrics needs as many outputs as references (>= 1), got {len(outputs)} and "
+                         f"{len(references)}")  # fmt: skip
+    visible = [visible_caption(o) for o in outputs]
+    gen = sum(len(v.split()) for v in visible) / len(visible)
+    ref = sum(len(r.split()) for r in references) / len(references)
+    share = sum(is_previous_answer(v, previous_answers, max_words=one_liner_max_words) for v in visible) / len(visible)
+    mention = disease_mention_rate(visible, diseases) if diseases else None
+    return ProbeMetrics(step, gen, ref, distinct_n(visible, 2), share, mention, len(visible))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Adapter measurements
+# ---------------------------------------------------------------------------------------------------------------
+def lora_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The trainable LoRA tensors (lora_A/lora_B weights, embedding A/B) of a PEFT model, in module order."""
+    from peft.tuners.lora import LoraLayer
+
+    params: list[torch.nn.Parameter] = []
+    for module in model.modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        for name in module.lora_A:
+            params += [m.weight for m in (module.lora_A[name], module.lora_B[name]) if m.weight.requires_grad]
+        for name in module.lora_embedding_A:
+            params += [p for p in (module.lora_embedding_A[name], module.lora_embedding_B[name]) if p.requires_grad]
+    return params
+
+
+@torch.no_grad()
+def lora_delta_norm(model: torch.nn.Module) -> float:
+    """Σ over adapted modules of ‖scale · B · A‖_F (A (r, in), B (out, r)), via r × r Gram matrices:
+    ‖BA‖²_F = Σ (BᵀB) ∘ (AAᵀ), so the (out, in) product is never formed."""
+    total: torch.Tensor | float = 0.0
+    for a, b, scale in _lora_factors(model):
+        a32, b32 = a.float(), b.float()
+        sq = ((b32.t() @ b32) * (a32 @ a32.t())).sum().clamp_min(0.0)  # rounding can make a tiny value negative
+        total = total + abs(scale) * sq.sqrt().to(a.device if not torch.is_tensor(total) else total.device)
+    return float(total)  # one host sync for all modules
+
+
+@torch.no_grad()
+def lora_base_norm(model: torch.nn.Module) -> float:
+    """Σ over LoRA-adapted modules of ‖W₀‖_F, the frozen base weights the adapters change."""
+    from peft.tuners.lora import LoraLayer
+
+    norms = [m.get_base_layer().weight.float().norm() for m in model.modules() if isinstance(m, LoraLayer)]
+    return float(torch.stack([n.cpu() for n in norms]).sum()) if norms else 0.0
+
+
+def penalty_gradients(
+    model: torch.nn.Module, params: Sequence[torch.nn.Parameter], kind: str, beta: float, sigma2: float
+) -> list[torch.Tensor]:
+    """∇ of `lora_penalty(model, kind, beta, sigma2)` wrt `params` (zeros for "none" or β = 0)."""
+    if kind == "none" or beta == 0:
+        return [torch.zeros_like(p) for p in params]
+    with torch.enable_grad():
+        penalty = lora_penalty(model, kind, beta, sigma2)  # type: ignore[arg-type]
+        grads = torch.autograd.grad(penalty, list(params), allow_unused=True)
+    return [g.detach() if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)]
+
+
+def gradient_ratio(total: Sequence[torch.Tensor], penalty: Sequence[torch.Tensor]) -> tuple[float, float, float]:
+    """(‖∇penalty‖, ‖∇CE‖, ratio) from per-tensor total gradients (CE + penalty) and penalty gradients."""
+    pen_sq = sum(float(p.float().square().sum()) for p in penalty)
+    ce_sq = sum(float((g.float() - p.float()).square().sum()) for g, p in zip(total, penalty, strict=True))
+    pen, ce = math.sqrt(pen_sq), math.sqrt(ce_sq)
+    return pen, ce, (pen / ce if ce > 0 else (math.inf if pen > 0 else 0.0))
+
+
+def delta_w_trend(history: Sequence[tuple[int, float]]) -> str:
+    """"growing" | "flat" | "shrinking" | "unknown": the latest ΔW norm against the first non-zero one, and a
+    drop below 95 % of its maximum counts as shrinking."""
+    values = [v for _, v in history]
+    nonzero = [v for v in values if v > 0]
+    if len(values) < 2 or not nonzero:
+        return "unknown"
+    last, first = values[-1], nonzero[0]
+    if last < (1 - DELTA_W_FLAT_TOL) * max(values):
+        return "shrinking"
+    if last <= (1 + DELTA_W_FLAT_TOL) * first:
+        return "flat"
+    return "growing"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decision
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CollapseReport:
+    """The guard's findings: `detected`, the `cause` ("; "-joined names, "" when healthy), a readable `message`,
+    the `evidence` (latest measurements, symptom list) and the optimizer `step` they refer to."""
+
+    detected: bool
+    cause: str
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    step: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def diagnose(
+    probe: ProbeMetrics | None,
+    *,
+    penalty_ratio: float | None = None,
+    delta_w_history: Sequence[tuple[int, float]] = (),
+    base_norm: float | None = None,
+    min_length_ratio: float = 0.4,
+    max_penalty_ratio: float = 10.0,
+    max_one_liner_share: float = 0.5,
+    min_distinct_2: float = 0.3,
+    step: int = 0,
+) -> CollapseReport:
+    """Symptoms of one probe (plus the gradient evidence) → a report; `detected` = the captions have symptoms.
+
+    A penalty that dominates the gradient is named as the cause only while ΔW is flat, shrinking or negligible
+    (Σ‖ΔW‖ < `DELTA_W_NEGLIGIBLE` · `base_norm`, the adapted modules' Σ‖W₀‖); on its own (healthy captions) it is
+    listed as a symptom but is not a collapse.
+    """
+    trend = delta_w_trend(delta_w_history)
+    rel = delta_w_history[-1][1] / base_norm if delta_w_history and base_norm else None
+    pinned = trend in ("flat", "shrinking") or (rel is not None and rel < DELTA_W_NEGLIGIBLE)
+    symptoms: list[str] = []
+    if penalty_ratio is not None and penalty_ratio > max_penalty_ratio:
+        symptoms.append("penalty_dominates")
+    if trend in ("flat", "shrinking"):
+        symptoms.append(f"delta_w_{trend}")
+    elif pinned:
+        symptoms.append("delta_w_negligible")
+    caption_symptoms: list[str] = []
+    if probe is not None:
+        if probe.length_ratio < min_length_ratio:
+            caption_symptoms.append("short_captions")
+        if probe.one_liner_share > max_one_liner_share:
+            caption_symptoms.append("previous_stage_answers")
+        if probe.distinct_2 < min_distinct_2:
+            caption_symptoms.append("low_distinct_2")
+    symptoms += caption_symptoms
+    evidence: dict[str, Any] = {
+        "symptoms": symptoms,
+        "penalty_grad_ratio": penalty_ratio,
+        "delta_w_norm": delta_w_history[-1][1] if delta_w_history else None,
+        "delta_w_trend": trend,
+        "delta_w_relative": rel,
+        "probe": asdict(probe) if probe is not None else None,
+    }
+    if not caption_symptoms:
+        return CollapseReport(False, "", "no collapse symptoms" if probe is not None else "not probed yet",
+                              evidence, step)  # fmt: skip
+
+    causes: list[str] = []
+    remedies: list[str] = []
+    if "penalty_dominates" in symptoms and pinned:
+        causes.append("penalty-driven collapse")
+        remedies.append("lower loss.beta or use loss.penalty=ibr_delta")
+    assert probe is not None
+    if "previous_stage_answers" in caption_symptoms:
+        causes.append("previous-stage answers")
+        remedies.append("check that the caption loss is falling (loss/ce) and raise the learning rate or train longer")
+    if "low_distinct_2" in caption_symptoms and "previous_stage_answers" not in caption_symptoms:
+        causes.append("degenerate repetition")
+        remedies.append("check the targets and lower the learning rate")
+    if not causes:
+        causes.append("short captions")
+        remedies.append("check train.max_length truncation and the caption targets")
+    parts = []
+    if penalty_ratio is not None:
+        parts.append(f"penalty gradient {penalty_ratio:.3g}× the CE gradient")
+    if trend != "unknown":
+        size = f" ({rel:.1e} of the base weights)" if rel is not None else ""
+        parts.append(f"ΔW norm {trend}{size}")
+    parts.append(f"captions {probe.gen_words:.0f} words vs {probe.ref_words:.0f} in references")
+    parts.append(f"{probe.one_liner_share:.0%} previous-stage one-liners")
+    parts.append(f"distinct-2 {probe.distinct_2:.2f}")
+    message = f"{', '.join(parts)} — supervision collapse ({'; '.join(causes)}); {'; '.join(remedies)}"
+    return CollapseReport(True, "; ".join(causes), message, evidence, step)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The callback
+# ---------------------------------------------------------------------------------------------------------------
+class CollapseGuard(TrainerCallback):
+    """Monitors a caption run for collapse (see the module docstring); one instance per `Trainer`.
+
+    Args:
+        policy: "warn" (log and continue), "stop" (save and stop training), "off" (measure nothing).
+        probe_every: optimizer steps between caption probes (the last step is always probed).
+        probe_images: PIL images generated on at each probe; empty = no caption probes.
+        probe_references: reference captions of `probe_images`.
+        probe_diseases: true diseases of `probe_images` (for the mention rate), or None.
+        previous_answers: the previous stages' one-line answers (`previous_stage_answers()`).
+        processor: the model's processor (generation pads left; its padding side is restored afterwards).
+        max_new_tokens: generation budget per probe caption.
+        penalty, beta, sigma2: the trainer's LoRA penalty (`lora_penalty` arguments).
+        grad_every: optimizer steps between gradient-ratio and ΔW measurements (step 1 is always measured).
+        min_length_ratio, max_penalty_ratio, max_one_liner_share, min_distinct_2: `diagnose` thresholds.
+        one_liner_max_words: an output longer than this is never a one-line answer.
+        patience: consecutive probes with caption symptoms before a collapse is declared (the last step: any).
+        batch_size: probe generation batch size.
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: str = "warn",
+        probe_every: int = 50,
+        probe_images: Sequence[Any] = (),
+        probe_references: Sequence[str] = (),
+        probe_diseases: Sequence[str] | None = None,
+        previous_answers: Sequence[str] = (),
+        processor: Any = None,
+        max_new_tokens: int = 256,
+        penalty: str = "none",
+        beta: float = 0.0,
+        sigma2: float = 1.0,
+        grad_every: int = 10,
+        min_length_ratio: float = 0.4,
+        max_penalty_ratio: float = 10.0,
+        max_one_liner_share: float = 0.5,
+        min_distinct_2: float = 0.3,
+        one_liner_max_words: int = 12,
+        patience: int = 2,
+        batch_size: int = 4,
+    ) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown guard policy {policy!r}; valid: {', '.join(POLICIES)}")
+        if probe_every < 1 or grad_every < 1 or patience < 1 or max_new_tokens < 1:
+            raise ValueError("probe_every, grad_every, patience and max_new_tokens must be >= 1")
+        if len(probe_images) != len(probe_references):
+            raise ValueError(f"{len(probe_images)} probe images but {len(probe_references)} references")
+        if probe_diseases is not None and len(probe_diseases) != len(probe_images):
+            raise ValueError(f"{len(probe_images)} probe images but {len(probe_diseases)} diseases")
+        if probe_images and processor is None:
+            raise ValueError("caption probes need the model's processor")
+        self.policy = policy
+        self.probe_every, self.grad_every, self.patience = probe_every, grad_every, patience
+        self.probe_images, self.probe_references = list(probe_images), list(probe_references)
+        self.probe_diseases = list(probe_diseases) if probe_diseases is not None else None
+        self.previous_answers = list(previous_answers)
+        self.processor, self.max_new_tokens, self.batch_size = processor, max_new_tokens, batch_size
+        self.penalty, self.beta, self.sigma2 = penalty, beta, sigma2
+        self.thresholds = {"min_length_ratio": min_length_ratio, "max_penalty_ratio": max_penalty_ratio,
+                           "max_one_liner_share": max_one_liner_share, "min_distinct_2": min_distinct_2}  # fmt: skip
+        self.one_liner_max_words = one_liner_max_words
+
+        self.delta_w_history: list[tuple[int, float]] = []
+        self.base_norm: float | None = None
+        self.ratio_history: list[tuple[int, float]] = []
+        self.probes: list[ProbeMetrics] = []
+        self.last_outputs: list[str] = []
+        self._strikes = 0
+        self._report = CollapseReport(False, "", "not probed yet", {}, 0)
+        self._pending: dict[str, float] = {}
+        self._hooks: list[Any] = []
+        self._measure: dict[str, Any] | None = None
+
+    # -- gradient measurement ------------------------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
+        if self.policy != "off" and model is not None:
+            self._record_delta_w(state.global_step, model)
+        return control
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
+        step = state.global_step + 1  # the step about to run
+        if self.policy == "off" or model is None or not (step == 1 or step % self.grad_every == 0):
+            return control
+        params = lora_parameters(model)
+        if not params:
+            return control
+        pen = penalty_gradients(model, params, self.penalty, self.beta, self.sigma2)
+        # Per tensor, the post-accumulate hook keeps (‖G‖², ⟨G, P⟩) of the gradient accumulated so far; after the
+        # last micro-batch it holds the whole step's (pre-clipping) values. ‖G − P‖² = ‖G‖² − 2⟨G, P⟩ + ‖P‖².
+        # Values stay on the device (no host sync per tensor and micro-batch); summed once in on_pre_optimizer_step.
+        seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+        def hook(p: torch.Tensor, i: int) -> None:
+            if p.grad is not None:
+                g = p.grad.detach().float()
+                seen[i] = (g.square().sum(), (g * pen[i].float()).sum())
+
+        self._hooks = [p.register_post_accumulate_grad_hook(lambda p, i=i: hook(p, i)) for i, p in enumerate(params)]
+        self._measure = {"step": step, "pen": pen, "seen": seen}
+        return control
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
+        if self._measure is None:
+            return control
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+        m, self._measure = self._measure, None
+        pen_sq = sum(float(p.float().square().sum()) for p in m["pen"])
+        if m["seen"]:
+            g_sq = float(torch.stack([v[0].cpu() for v in m["seen"].values()]).sum())
+            dot = float(torch.stack([v[1].cpu() for v in m["seen"].values()]).sum())
+            ce = math.sqrt(max(g_sq - 2 * dot + pen_sq, 0.0))
+            pen = math.sqrt(pen_sq)
+            ratio = pen / ce if ce > 0 else (math.inf if pen > 0 else 0.0)
+            self.ratio_history.append((m["step"], ratio))
+            self._pending.update({"guard/penalty_grad_ratio": ratio, "guard/penalty_grad_norm": pen,
+                                  "guard/ce_grad_norm": ce})  # fmt: skip
+        return control
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
+        if self.policy == "off" or model is None:
+            return control
+        step = state.global_step
+        if step % self.grad_every == 0 or step == 1:
+            self._record_delta_w(step, model)
+        last = control.should_training_stop or (state.max_steps > 0 and step >= state.max_steps)
+        if self.probe_images and (step % self.probe_every == 0 or last):
+            self._probe(step, model, final=last, control=control)
+        return control
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
+        # Runs that ended before their scheduled last step (another callback stopped them) get a final probe too.
+        if self.policy != "off" and model is not None and self.probe_images:
+            if not self.probes or self.probes[-1].step != state.global_step:
+                self._probe(state.global_step, model, final=True, control=None)
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
+        if not self._pending or logs is None:
+            return control
+        pending, self._pending = self._pending, {}
+        logs.update(pending)  # seen by the callbacks after this one (TensorBoard)
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            state.log_history[-1].update(pending)  # the Trainer copied `logs` into its history before on_log
+        return control
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+    def _record_delta_w(self, step: int, model: torch.nn.Module) -> None:
+        if self.delta_w_history and self.delta_w_history[-1][0] == step:
+            return
+        if not _lora_factors(model):
+            return
+        if self.base_norm is None:
+            self.base_norm = lora_base_norm(model)
+        value = lora_delta_norm(model)
+        self.delta_w_history.append((step, value))
+        self._pending["guard/delta_w_norm"] = value
+        if self.base_norm:
+            self._pending["guard/delta_w_relative"] = value / self.base_norm
+
+    def generate(self, model: torch.nn.Module) -> list[str]:
+        """Greedy captions of the probe images from `model` as it is now (eval mode, then its mode restored)."""
+        from hikari.inference.engines import TransformersEngine
+
+        was_training = model.training
+        tokenizer = self.processor.tokenizer
+        padding_side = tokenizer.padding_side
+        model.eval()
+        try:
+            engine = TransformersEngine.from_model(model, self.processor, batch_size=self.batch_size)
+            batch = [P.stage3_messages(image, PROBE_PROMPT_INDEX) for image in self.probe_images]
+            return engine.generate(batch, max_new_tokens=self.max_new_tokens)
+        finally:
+            tokenizer.padding_side = padding_side
+            model.train(was_training)
+
+    def _probe(self, step: int, model: torch.nn.Module, *, final: bool, control: Any) -> None:
+        outputs = self.generate(model)
+        self.last_outputs = outputs
+        probe = probe_metrics(
+            outputs, self.probe_references, diseases=self.probe_diseases, previous_answers=self.previous_answers,
+            one_liner_max_words=self.one_liner_max_words, step=step,
+        )  # fmt: skip
+        self.probes.append(probe)
+        self._pending.update({"guard/gen_words": probe.gen_words, "guard/ref_words": probe.ref_words,
+                              "guard/distinct_2": probe.distinct_2, "guard/one_liner_share": probe.one_liner_share})
+        if probe.mention_rate is not None:
+            self._pending["guard/mention_rate"] = probe.mention_rate
+        ratio = self.ratio_history[-1][1] if self.ratio_history else None
+        found = diagnose(probe, penalty_ratio=ratio, delta_w_history=self.delta_w_history, base_norm=self.base_norm,
+                         step=step, **self.thresholds)  # fmt: skip
+        self._strikes = self._strikes + 1 if found.detected else 0
+        confirmed = found.detected and (self._strikes >= self.patience or final)
+        if self._report.detected and not confirmed:
+            # Keep the last confirmed collapse (what warned or stopped), with the latest measurements added.
+            self._report = CollapseReport(True, self._report.cause, self._report.message,
+                                          {**self._report.evidence, "latest": found.evidence}, self._report.step)
+            return  # fmt: skip
+        if not confirmed:
+            if found.detected:  # symptoms, not (yet) for `patience` probes: report them, undetected
+                found = CollapseReport(False, found.cause, f"symptoms at step {step} ({self._strikes}/"
+                                       f"{self.patience} probes): {found.message}", found.evidence, step)  # fmt: skip
+            self._report = found
+            return
+        self._pending["guard/collapse_detected"] = 1.0
+        self._report = found
+        logger.warning("collapse guard, step %d: %s", step, found.message)
+        if self.policy == "stop" and control is not None and not final:
+            logger.warning("collapse guard: stopping training (policy 'stop'); a checkpoint is saved")
+            control.should_save = True
+            control.should_training_stop = True
+
+    def report(self) -> CollapseReport:
+        """The guard's findings so far (the first confirmed collapse, or the latest probe's state)."""
+        return self._report
