@@ -35,6 +35,8 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path: Path, monkeypatch
         metrics = saved["stage3"][recipe]
         assert {"bleu_4", "rouge_1"} <= set(metrics)
         assert metrics["n"] == 4
+    assert {"bleu_4", "rouge_1", "n"} <= set(saved["stage3"]["base"])  # the untrained reference point
+    assert (out / "base.predictions.val.jsonl").is_file()
     for stage in ("subaru", "deneb", "rigel", "vega"):
         assert (out / stage / "run_info.json").is_file()
         assert (out / stage / "adapter" / "adapter_model.safetensors").is_file()

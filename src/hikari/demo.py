@@ -112,7 +112,10 @@ def run_demo(out: Path, *, n: int = 600, seed: int = 0, console: Console | None 
     rigel = stage("rigel", "6/8", [f"model.previous_run={out / 'deneb'}"])
     vega = stage("vega", "7/8", [f"model.previous_run={out / 'deneb'}"])
 
-    console.rule("8/8 report")
+    console.rule("8/8 untrained base on Stage 3 (the reference point for the captions) + report")
+    base_captions = _evaluate_base_captions(base, data_dir, split_path, out / "base.predictions.val.jsonl")
+    lap("base_eval")
+
     report: dict[str, Any] = {
         "data": str(data_dir),
         "split": str(split_path),
@@ -122,6 +125,7 @@ def run_demo(out: Path, *, n: int = 600, seed: int = 0, console: Console | None 
         "stage1": _pick(s1, ("accuracy", "balanced_accuracy", "f1_macro", "n")),
         "stage2": _pick(s2, ("accuracy", "balanced_accuracy", "f1_macro", "cohen_kappa", "mcc", "n")),
         "stage3": {
+            "base": _pick(base_captions, _CAPTION_KEYS),
             "rigel": _pick(rigel, _CAPTION_KEYS),
             "vega": _pick(vega, _CAPTION_KEYS),
         },
@@ -131,6 +135,19 @@ def run_demo(out: Path, *, n: int = 600, seed: int = 0, console: Console | None 
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", render_demo_markdown(report))
     return report
+
+
+def _evaluate_base_captions(base: Path, data_dir: Path, split: Path, out: Path) -> dict[str, Any]:
+    """Caption metrics of the untrained (only generically pre-trained) base model on the val part."""
+    from hikari.evaluation.captions import evaluate_captions
+    from hikari.evaluation.predictions import read_predictions
+    from hikari.inference.predict import run_predict
+
+    out.unlink(missing_ok=True)  # the base model directory is rebuilt each run: never resume stale lines
+    run_predict(
+        str(base), data_dir, split, "caption", out, part="val", batch_size=16, image_max_size=96, progress=False
+    )
+    return evaluate_captions(read_predictions(out))
 
 
 _CAPTION_KEYS = ("bleu_1", "bleu_2", "bleu_4", "rouge_1", "rouge_l", "mention_rate", "generated_words_mean", "reference_words_mean", "n")
