@@ -108,7 +108,8 @@ def run_demo(out: Path, *, n: int = 600, seed: int = 0, console: Console | None 
         return metrics
 
     s1 = stage("subaru", "4/8", [f"model.base={base}"])
-    s2 = stage("deneb", "5/8", [f"model.previous_run={out / 'subaru'}"])
+    # T0 = the first training prompt: a 64-wide model cannot generalise to P0's new wording (the 8B model can).
+    s2 = stage("deneb", "5/8", [f"model.previous_run={out / 'subaru'}", "prompts.eval_prompt=T0"])
     rigel = stage("rigel", "6/8", [f"model.previous_run={out / 'deneb'}"])
     vega = stage("vega", "7/8", [f"model.previous_run={out / 'deneb'}"])
 
