@@ -20,6 +20,7 @@ def _one_thread() -> None:
 def test_demo_runs_every_stage_and_writes_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(demo, "DEMO_STEPS", {k: 2 for k in demo.DEMO_STEPS})
     monkeypatch.setattr(demo, "PRETRAIN_STEPS", 2)
+    monkeypatch.setattr(demo, "PRETRAIN_VISION_STEPS", 2)
     monkeypatch.setattr(demo, "DEMO_OVERRIDES", [*demo.DEMO_OVERRIDES, "eval.limit=4"])
     out = tmp_path / "demo"
     report = demo.run_demo(out, n=150, seed=1)
@@ -31,19 +32,22 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path: Path, monkeypatch
     for key in ("accuracy", "balanced_accuracy", "f1_macro"):
         assert 0.0 <= saved["stage1"][key] <= 100.0
         assert 0.0 <= saved["stage2"][key] <= 100.0
-    for recipe in ("rigel", "vega"):
+    for recipe in ("rigel", "vega", "antares", "antares_ckpt", "antares_as_run", "sts_safe"):
         metrics = saved["stage3"][recipe]
-        assert {"bleu_4", "rouge_1"} <= set(metrics)
-        assert metrics["n"] == 4
+        assert {"bleu_4", "rouge_1", "mention_rate"} <= set(metrics)
+        assert isinstance(metrics["collapse_detected"], bool) and isinstance(metrics["collapse_cause"], str)
+        assert Path(metrics["plot"]).is_file()
     assert {"bleu_4", "rouge_1", "n"} <= set(saved["stage3"]["base"])  # the untrained reference point
     assert (out / "base.predictions.val.jsonl").is_file()
-    for stage in ("subaru", "deneb", "rigel", "vega"):
+    for stage in ("subaru", "deneb", "stage3/rigel", "stage3/vega", "stage3/antares", "stage3/sts_safe"):
         assert (out / stage / "run_info.json").is_file()
         assert (out / stage / "adapter" / "adapter_model.safetensors").is_file()
+    assert (out / "stage3" / "ablation.md").read_text().count("\n") == 8
     # vega is merged-init from deneb: its base is the merged Stage 2 model inside its own run directory
-    vega_info = json.loads((out / "vega" / "run_info.json").read_text())
-    assert vega_info["base_model"] == str(out / "vega" / "init-merged")
-    rigel_info = json.loads((out / "rigel" / "run_info.json").read_text())
+    vega_info = json.loads((out / "stage3" / "vega" / "run_info.json").read_text())
+    assert vega_info["base_model"] == str(out / "stage3" / "vega" / "init-merged")
+    rigel_info = json.loads((out / "stage3" / "rigel" / "run_info.json").read_text())
     deneb_info = json.loads((out / "deneb" / "run_info.json").read_text())
     assert rigel_info["base_model"] == deneb_info["base_model"]  # checkpoint-init keeps Deneb's base
-    assert "| stage1 | accuracy |" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "| stage1 | accuracy |" in markdown and "| antares |" in markdown

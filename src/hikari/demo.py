@@ -2,7 +2,8 @@
 the built-in synthetic SkinCAP and the tiny Qwen3-VL, on a CPU, in minutes.
 
     synthetic SkinCAP → split + audit → tiny Qwen3-VL (+ brief generic pre-training) → Stage 1 (subaru)
-    → Stage 2 (deneb, merged-init from subaru) → Stage 3 rigel (checkpoint-init) and vega (merged-init)
+    → Stage 2 (deneb, merged-init from subaru) → Stage 3 ablation from deneb: rigel (checkpoint-init), vega
+    (merged-init), antares, antares_ckpt, antares_as_run, sts_safe
     → report.json / report.md
 
 Every stage runs the *real* recipe from configs/ with a small set of CPU overrides (DEMO_OVERRIDES below: fp32,
@@ -12,14 +13,18 @@ writes its artifact under the run directory, so any stage can be rerun alone wit
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from hikari.models.tiny import TinyDims
 from hikari.utils.io import atomic_write_json, atomic_write_text
 
+# Longer image side in pixels for every demo picture (pre-training, stages, evaluation).
+DEMO_IMAGE_SIZE = 96
 # CPU settings shared by every demo stage (the recipes' hyperparameters are for the 8B model on a GPU).
 DEMO_OVERRIDES = [
     "model.dtype=fp32",
@@ -28,18 +33,27 @@ DEMO_OVERRIDES = [
     "train.optim=adamw_torch",
     "train.batch_size=8",
     "train.grad_accum=1",
-    "train.learning_rate=2e-3",
+    "train.learning_rate=5e-3",
+    "lora.target=both",
     "train.warmup_steps=10",
     "train.logging_steps=10",
     "train.save_steps=100000",
     "train.save_total_limit=1",
-    "data.max_image_size=96",
+    f"data.max_image_size={DEMO_IMAGE_SIZE}",
     "data.samples_per_image=1",
     "eval.batch_size=16",
 ]
 # Optimizer steps per stage: enough for the tiny model to learn each task, small enough for 2 CPU cores.
-DEMO_STEPS = {"subaru": 120, "deneb": 200, "rigel": 160, "vega": 160}
-PRETRAIN_STEPS = 150
+DEMO_STEPS = {"subaru": 300, "deneb": 800, "stage3": 160}
+# Stage 3 recipes trained at once (one process and one torch thread each): the demo machine has 2 cores.
+DEMO_WORKERS = max(1, min(2, os.cpu_count() or 1))
+# Stage 3 runs only: evaluate and probe with a caption-sized budget (the references are ~55 words).
+DEMO_STAGE3_OVERRIDES = ["eval.max_new_tokens=120", "guard.max_new_tokens=120", "guard.probe_every=80"]
+# Generic pre-training of the tiny base: vision-tower warm-up steps, then image-text + text steps.
+PRETRAIN_VISION_STEPS = 1200
+PRETRAIN_STEPS = 800
+# Sizes of the demo's tiny model (the tests use the smaller `TinyDims()` default).
+DEMO_DIMS = TinyDims()
 
 
 def run_demo(out: Path, *, n: int = 600, seed: int = 0, console: Console | None = None) -> dict[str, Any]:
@@ -50,6 +64,7 @@ def run_demo(out: Path, *, n: int = 600, seed: int = 0, console: Console | None 
     from hikari.data.synth import write_synthetic_skincap
     from hikari.models.pretrain import pretrain_tiny_vlm
     from hikari.models.tiny import build_tiny_qwen3vl
+    from hikari.training.ablation import run_stage3_ablation
     from hikari.training.stages import run_training
 
     console = console or Console()
@@ -83,9 +98,11 @@ def run_demo(out: Path, *, n: int = 600, seed: int = 0, console: Console | None 
     lap("split_audit")
 
     console.rule("3/8 tiny Qwen3-VL + generic pre-training")
-    raw_model = build_tiny_qwen3vl(out / "tiny-init", seed=seed)
-    train_records = [r for r in dataset.records if r.file_name in split_info.file_names("train")]
-    base = pretrain_tiny_vlm(raw_model, train_records, out / "tiny-base", steps=PRETRAIN_STEPS, seed=seed)
+    raw_model = build_tiny_qwen3vl(out / "tiny-init", seed=seed, dims=DEMO_DIMS, overwrite=True)
+    base = pretrain_tiny_vlm(
+        raw_model, out / "tiny-base", steps=PRETRAIN_STEPS, vision_warmup_steps=PRETRAIN_VISION_STEPS, seed=seed,
+        max_image_size=DEMO_IMAGE_SIZE,
+    )
     console.print(f"base model: {base}")
     lap("tiny_model")
 
@@ -110,8 +127,12 @@ def run_demo(out: Path, *, n: int = 600, seed: int = 0, console: Console | None 
     s1 = stage("subaru", "4/8", [f"model.base={base}"])
     # T0 = the first training prompt: a 64-wide model cannot generalise to P0's new wording (the 8B model can).
     s2 = stage("deneb", "5/8", [f"model.previous_run={out / 'subaru'}", "prompts.eval_prompt=T0"])
-    rigel = stage("rigel", "6/8", [f"model.previous_run={out / 'deneb'}"])
-    vega = stage("vega", "7/8", [f"model.previous_run={out / 'deneb'}"])
+    console.rule("6/8 Stage 3 ablation: rigel, vega, antares, antares_ckpt, antares_as_run, sts_safe")
+    ablation = run_stage3_ablation(
+        out / "deneb", out / "stage3", overrides=[*DEMO_OVERRIDES, *DEMO_STAGE3_OVERRIDES],
+        steps=DEMO_STEPS["stage3"], workers=DEMO_WORKERS, console=console,
+    )  # fmt: skip
+    lap("stage3_ablation")
 
     console.rule("8/8 untrained base on Stage 3 (the reference point for the captions) + report")
     base_captions = _evaluate_base_captions(base, data_dir, split_path, out / "base.predictions.val.jsonl")
@@ -127,9 +148,9 @@ def run_demo(out: Path, *, n: int = 600, seed: int = 0, console: Console | None 
         "stage2": _pick(s2, ("accuracy", "balanced_accuracy", "f1_macro", "cohen_kappa", "mcc", "n")),
         "stage3": {
             "base": _pick(base_captions, _CAPTION_KEYS),
-            "rigel": _pick(rigel, _CAPTION_KEYS),
-            "vega": _pick(vega, _CAPTION_KEYS),
+            **{row.recipe: _stage3_entry(row) for row in ablation},
         },
+        "stage3_table": str(out / "stage3" / "ablation.md"),
         "timings_s": timings,
     }
     report["wall_time_s"] = round(sum(timings.values()), 1)
@@ -146,12 +167,19 @@ def _evaluate_base_captions(base: Path, data_dir: Path, split: Path, out: Path) 
 
     out.unlink(missing_ok=True)  # the base model directory is rebuilt each run: never resume stale lines
     run_predict(
-        str(base), data_dir, split, "caption", out, part="val", batch_size=16, image_max_size=96, progress=False
+        str(base), data_dir, split, "caption", out, part="val", batch_size=16, image_max_size=DEMO_IMAGE_SIZE,
+        progress=False,
     )
     return evaluate_captions(read_predictions(out))
 
 
 _CAPTION_KEYS = ("bleu_1", "bleu_2", "bleu_4", "rouge_1", "rouge_l", "mention_rate", "generated_words_mean", "reference_words_mean", "n")
+
+
+def _stage3_entry(row: Any) -> dict[str, Any]:
+    """A Stage 3 recipe's report entry: caption metrics + the ablation's collapse verdicts."""
+    return {**row.metrics, "collapse_detected": row.collapse_detected, "collapse_cause": row.collapse_cause,
+            "guard_fired": row.guard_fired, "plot": row.plot}  # fmt: skip
 
 
 def _pick(metrics: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -173,9 +201,15 @@ def render_demo_markdown(report: dict[str, Any]) -> str:
     for key in ("stage1", "stage2"):
         for metric, value in report[key].items():
             lines.append(f"| {key} | {metric} | {value} |")
-    for recipe, metrics in report["stage3"].items():
-        for metric, value in metrics.items():
-            lines.append(f"| stage3.{recipe} | {metric} | {value} |")
+    lines += ["", "## Stage 3 (captions)", "", "| recipe | BLEU-1 | BLEU-2 | BLEU-4 | ROUGE-1 | ROUGE-L | mention % "
+              "| words | collapse | cause | guard fired |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for recipe, m in report["stage3"].items():
+        cells = [f"{m[k]:.2f}" if isinstance(m.get(k), (int, float)) else "–" for k in
+                 ("bleu_1", "bleu_2", "bleu_4", "rouge_1", "rouge_l", "mention_rate", "generated_words_mean")]
+        flags = ["yes" if m.get("collapse_detected") else ("–" if "collapse_detected" not in m else "no"),
+                 m.get("collapse_cause") or "–",
+                 "yes" if m.get("guard_fired") else ("–" if "guard_fired" not in m else "no")]
+        lines.append(f"| {recipe} | " + " | ".join(cells + flags) + " |")
     lines += ["", "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["timings_s"].items()]
     lines.append(f"| total | {report['wall_time_s']} |")

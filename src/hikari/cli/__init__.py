@@ -10,6 +10,7 @@ import logging
 
 import typer
 
+from hikari.cli import ablate as ablate_cli
 from hikari.cli import data as data_cli
 from hikari.cli import eval as eval_cli
 from hikari.cli import model as model_cli
@@ -26,6 +27,7 @@ app = typer.Typer(
 app.add_typer(data_cli.app, name="data", help="Read, synthesise, inspect, split and audit SkinCAP data.")
 app.add_typer(model_cli.app, name="model", help="Build and inspect models (tiny offline Qwen3-VL).")
 app.add_typer(eval_cli.app, name="eval", help="Score prediction files (ours or the original HIKARI's).")
+app.add_typer(ablate_cli.app, name="ablate", help="Ablations: the Stage 3 caption recipes from one Stage 2 run.")
 app.command("train", help="Train one recipe (YAML or built-in name) into its run directory.")(train_command)
 app.command("merge", help="Merge a run's LoRA adapter into its base model (loadable without PEFT).")(merge_command)
 app.command("predict", help="Generate predictions for a split part with transformers, vLLM or SGLang.")(

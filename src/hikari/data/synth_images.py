@@ -107,11 +107,6 @@ def _blob(xx: np.ndarray, yy: np.ndarray, rng: np.random.Generator, cx: float, c
     return (rho - edge) * min(rx, ry)
 
 
-import os as _os
-_LS = float(_os.environ.get("H8_LS", "1"))
-_BG = float(_os.environ.get("H8_BG", "1"))
-
-
 def _render(rng: np.random.Generator, style: LesionStyle, h: int, w: int, tone: tuple[float, ...]) -> np.ndarray:
     """One (h, w, 3) float32 image in [0, 1]: skin background + the disease's lesion(s) + nuisances."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -122,13 +117,13 @@ def _render(rng: np.random.Generator, style: LesionStyle, h: int, w: int, tone: 
     light = np.ones((h, w), np.float32)
     for _ in range(3):
         fx, fy = rng.uniform(-1.6, 1.6, 2)
-        light += _BG * rng.uniform(0.04, 0.1) * np.cos(2 * math.pi * (fx * xx / w + fy * yy / h) + rng.uniform(0, 6.3))
-    coarse = _BG * rng.normal(0, 0.025, (h // 6 + 2, w // 6 + 2)).astype(np.float32)
+        light += rng.uniform(0.04, 0.1) * np.cos(2 * math.pi * (fx * xx / w + fy * yy / h) + rng.uniform(0, 6.3))
+    coarse = rng.normal(0, 0.025, (h // 6 + 2, w // 6 + 2)).astype(np.float32)
     light += np.kron(coarse, np.ones((6, 6), np.float32))[:h, :w]
     # Smooth mottling at 1/4-1/8 of the picture: random energy in exactly the band a 64-bit pHash looks at.
     k = int(rng.integers(4, 8))
     mottle = Image.fromarray(rng.normal(0, rng.uniform(0.05, 0.1), (k, k)).astype(np.float32))
-    light += _BG * np.asarray(mottle.resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32)
+    light += np.asarray(mottle.resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32)
     img = base[None, None, :] * light[..., None]
 
     # Lesion colour darkens on darker skin, as pigmented skin masks erythema.
@@ -149,7 +144,7 @@ def _render(rng: np.random.Generator, style: LesionStyle, h: int, w: int, tone: 
         ccx, ccy = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
         spread = side * (0.22 if style.shape == "papules" else 0.6)
         for _ in range(n):
-            r = _LS * rng.uniform(*style.size) * side
+            r = rng.uniform(*style.size) * side
             cx, cy = ccx + rng.normal(0, spread / 2), ccy + rng.normal(0, spread / 2)
             if style.shape == "scatter":
                 cx, cy = rng.uniform(0.05, 0.95) * w, rng.uniform(0.05, 0.95) * h
@@ -159,7 +154,7 @@ def _render(rng: np.random.Generator, style: LesionStyle, h: int, w: int, tone: 
             centres.append((cx, cy, r))
     else:
         for _ in range(n):
-            r = _LS * rng.uniform(*style.size) * side
+            r = rng.uniform(*style.size) * side
             margin = min(0.35, 0.1 + r / side)  # small lesions roam further (keeps pHashes apart)
             cx, cy = rng.uniform(margin, 1 - margin) * w, rng.uniform(margin, 1 - margin) * h
             ry = r * (rng.uniform(0.55, 0.8) if style.shape == "oval" else rng.uniform(0.85, 1.0))

@@ -1,31 +1,56 @@
-"""Brief full-parameter pre-training of the tiny Qwen3-VL on generic image descriptions (demo/tests only).
+"""Brief full-parameter pre-training of the tiny Qwen3-VL on generic tasks (demo/tests only).
 
-A randomly initialised tiny model knows nothing, while the real base (Qwen3-VL-8B) already reads and writes
-medical English and describes colours and shapes in pictures. To make the tiny default behave like a *base*
-VLM it is pre-trained on a mix of two generic tasks:
+A randomly initialised tiny model knows nothing, while the real base (Qwen3-VL-8B) already sees colours and
+shapes in pictures and reads and writes medical English. To make the tiny default behave like a *base* VLM it is
+pre-trained in two phases, mirroring how real VLMs are built (a vision encoder pre-trained first, then the
+whole model trained on image-text and text data):
 
-- vision: describe a synthetic lesion picture in generic visual words (colour, shape, surface), never naming
-  the disease;
-- language: text-only, write a clinical sentence (from the synthetic caption generator, with no image), so
-  the output layer knows every medical word. Without this a LoRA run cannot learn to emit a disease name: the
-  frozen, randomly initialised lm_head rows of words never seen in pre-training are too small to win a softmax.
+1. vision warm-up: the vision tower alone, with a throw-away linear head on its pooled output tokens, learns
+   to tell the lesion's colour, shape and surface marks apart (`LesionAttributes`). Without it the language
+   model learns the *marginal* description long before it learns to read the 9 image tokens: after 150
+   image-text steps greedy decoding gave the same description for every image, and even after 2,000 steps
+   only 60 % of validation descriptions were right (with the warm-up: 65 % after 800);
+2. image-text + text: every parameter trains on a mix of
+   - vision: "Describe the image." → a disease-free visual description (colour, shape, surface);
+   - language (text only, no image): clinical sentences from the synthetic caption generator, the four group
+     names and the Stage 2 answer sentence for each disease, so that the output layer and the language model
+     know every word the stages must write. Without this a LoRA run cannot learn to emit a group or disease
+     name: the frozen, randomly initialised lm_head rows of words never seen in pre-training are too small
+     to win a softmax.
 
-No sample ties an image to its disease, so Stage 1/2/3 still have to learn their tasks. The result is saved
-with `save_pretrained` and loaded by the same code path as any base model.
+No image-conditioned target names a disease and no sample ties an image to its disease or group, so Stage 1/2/3
+still have to learn their tasks (the descriptions are, by construction of the synthetic data, as informative as
+the picture: the stages must learn to map what the model sees to the names). The result is saved with
+`save_pretrained` and loaded by the same code path as any base model.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import trange
 
-from hikari.data.records import SkinCapRecord
 
 PRETRAIN_PROMPT = "Describe the image."
 LANGUAGE_PROMPT = "Write a clinical sentence about a skin condition."
+GROUP_PROMPT = "Write skin condition group number {number}."
+DIAGNOSIS_PROMPT = "Write a diagnosis sentence about {name}."
+# Descriptions open like the Stage 2 answer ("This image shows {disease}."), as a base VLM's captions often do:
+# the position where a stage must name the disease is then one where the base model already looks at the image.
+DESCRIPTION_START = "This image shows"
+# Share of the text-only samples drawn from each source (the rest are caption sentences).
+GROUP_SHARE = 0.2
+DIAGNOSIS_SHARE = 0.3
+
+# Seed offset of the pre-training pictures: the synthetic SkinCAP renders from seed, seed + 1e6 and seed + 2e6.
+PRETRAIN_SEED_BASE = 10_000_000
 
 # Colour words for the synthetic lesion palette (nearest by RGB distance).
 _COLOURS = {
@@ -60,82 +85,258 @@ _TEXTURES = {
 }
 
 
+@dataclass(frozen=True)
+class LesionAttributes:
+    """What a synthetic lesion looks like, in the generic vocabulary above (keys of the three word tables)."""
+
+    colour: str
+    shape: str
+    textures: tuple[str, ...]
+
+
 def _colour_name(rgb: Sequence[float]) -> str:
     return min(_COLOURS, key=lambda k: sum((a - b) ** 2 for a, b in zip(_COLOURS[k], rgb)))
 
 
-def generic_description(disease: str, rng: random.Random) -> str:
-    """A disease-free visual description of a synthetic lesion picture of `disease` (synthetic data only)."""
+def lesion_attributes(disease: str) -> LesionAttributes:
+    """The generic visual attributes of the synthetic lesion style of `disease` (synthetic data only)."""
     from hikari.data.synth_images import STYLES
 
     style = STYLES[disease]
-    colour = _colour_name(style.colour)
-    parts = [f"The picture shows {_SHAPES[style.shape]} of {colour} colour on skin"]
-    textures = [_TEXTURES[t] for t in style.textures if t in _TEXTURES]
+    return LesionAttributes(_colour_name(style.colour), style.shape, tuple(t for t in style.textures if t in _TEXTURES))
+
+
+def generic_description(disease: str, rng: random.Random) -> str:
+    """A disease-free visual description of a synthetic lesion picture of `disease` (synthetic data only)."""
+    attrs = lesion_attributes(disease)
+    parts = [f"{DESCRIPTION_START} {_SHAPES[attrs.shape]} of {attrs.colour} colour on skin"]
+    textures = [_TEXTURES[t] for t in attrs.textures]
     if textures:
         rng.shuffle(textures)
         parts.append(" with " + " and ".join(textures))
     return "".join(parts) + "."
 
 
-def pretrain_tiny_vlm(
-    model_dir: str | Path,
-    records: Sequence[SkinCapRecord],
-    out: str | Path,
-    *,
-    steps: int = 150,
-    batch_size: int = 8,
-    learning_rate: float = 3e-3,
-    max_image_size: int = 96,
-    seed: int = 0,
-) -> Path:
-    """Train every parameter of the model in `model_dir` on the two generic tasks (half a batch each); save to `out`.
+def caption_sentences(seed: int, n_captions: int = 400) -> list[str]:
+    """The sentences of `n_captions` synthetic captions (the clinical-sentence pool of the text-only task)."""
+    from hikari.data.captions import caption_corpus
 
-    Returns `out`. Losses are logged into `out/pretrain_losses.json` so the effect can be inspected.
+    return [s.rstrip(".") + "." for c in caption_corpus(n=n_captions, seed=seed) for s in c.split(". ") if s]
+
+
+def language_samples(rng: random.Random, n: int, sentences: Sequence[str]) -> list[dict[str, Any]]:
+    """`n` text-only training samples: caption sentences, group names and Stage 2 answer sentences.
+
+    None has an image, so none can teach what a picture of a disease looks like; they teach the words.
     """
     from hikari.data import prompts as P
-    from hikari.data.images import load_rgb
+    from hikari.data.labels import ALIASES, DISEASES, GROUPS
+
+    out = []
+    for _ in range(n):
+        u = rng.random()
+        if u < GROUP_SHARE:
+            number = rng.randrange(len(GROUPS))
+            prompt, target = GROUP_PROMPT.format(number=number + 1), GROUPS[number]
+        elif u < GROUP_SHARE + DIAGNOSIS_SHARE:
+            disease = rng.choice(DISEASES)
+            prompt = DIAGNOSIS_PROMPT.format(name=rng.choice(ALIASES.get(disease, (disease,))))
+            target = P.stage2_target(disease)
+        else:
+            prompt, target = LANGUAGE_PROMPT, rng.choice(sentences)
+        out.append({"messages": [{"role": "user", "content": [{"type": "text", "text": prompt}]}], "target": target})
+    return out
+
+
+def _flip(image: Image.Image, rng: random.Random) -> Image.Image:
+    """A random one of the 8 flips/right-angle rotations (lesion attributes do not depend on orientation)."""
+    k = rng.randrange(8)
+    if k == 0:
+        return image
+    return image.transpose(list(Image.Transpose)[k - 1])
+
+
+def warm_up_vision(
+    model: torch.nn.Module,
+    processor: Any,
+    corpus: PictureCorpus,
+    *,
+    steps: int,
+    batch_size: int = 32,
+    learning_rate: float = 3e-3,
+    rng: random.Random,
+    progress: bool = True,
+) -> list[float]:
+    """Train the vision tower to predict lesion attributes from its pooled output tokens; return the losses.
+
+    A linear head reads the mean of each image's merged tokens (the ones the language model receives) and of
+    its DeepStack features, concatenated: (N_images, (1 + n_deepstack) x text_hidden). Loss: cross-entropy for
+    colour and shape, binary cross-entropy for each surface mark. The head is discarded afterwards.
+    """
+    colours, shapes, textures = list(_COLOURS), list(_SHAPES), list(_TEXTURES)
+    visual = model.model.visual
+    n_features = 1 + len(visual.deepstack_merger_list)
+    head = torch.nn.Linear(n_features * model.config.text_config.hidden_size, len(colours) + len(shapes) + len(textures))
+    params = [*visual.parameters(), *head.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10) * (1 - s / steps))
+    styles = {d: lesion_attributes(d) for d in corpus.diseases}
+    losses: list[float] = []
+    visual.train()
+    for _step in trange(steps, desc="vision warm-up", disable=not progress):
+        idx = [rng.randrange(len(corpus)) for _ in range(batch_size)]
+        attrs = [styles[corpus.disease(k)] for k in idx]
+        enc = processor.image_processor(images=[_flip(corpus.picture(k), rng) for k in idx], return_tensors="pt")
+        out = model.model.get_image_features(pixel_values=enc["pixel_values"], image_grid_thw=enc["image_grid_thw"])
+        pooled = [torch.stack([t.mean(0) for t in out.pooler_output])]
+        pooled += [torch.stack([t.mean(0) for t in feats]) for feats in out.deepstack_features]
+        logits = head(torch.cat(pooled, dim=-1))
+        c, s = len(colours), len(colours) + len(shapes)
+        loss = (
+            F.cross_entropy(logits[:, :c], torch.tensor([colours.index(a.colour) for a in attrs]))
+            + F.cross_entropy(logits[:, c:s], torch.tensor([shapes.index(a.shape) for a in attrs]))
+            + F.binary_cross_entropy_with_logits(
+                logits[:, s:], torch.tensor([[float(t in a.textures) for t in textures] for a in attrs])
+            )
+        )
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses
+
+
+class PictureCorpus:
+    """Freshly rendered synthetic lesion pictures for pre-training, drawn lazily and cached by index.
+
+    Picture k shows a lesion in the style of `diseases[k % len(diseases)]` on skin tone `(k // len(diseases)) % 6`
+    (every style on every tone, evenly), rendered by
+    the synthetic SkinCAP's own painter from a seed space no synthetic dataset uses (`PRETRAIN_SEED_BASE +
+    seed`), so no pre-training picture is a crop or copy of a dataset picture, whatever the dataset's seed.
+    Only pictures that are actually sampled are rendered (a few ms each).
+    """
+
+    def __init__(self, n: int, *, seed: int, max_size: int, diseases: Sequence[str] | None = None) -> None:
+        from hikari.data.synth_images import STYLES
+
+        if n < 1:
+            raise ValueError(f"the picture corpus needs n >= 1, got {n}")
+        self.n = n
+        self.seed = seed
+        self.max_size = max_size
+        self.diseases = tuple(diseases) if diseases is not None else tuple(STYLES)
+        unknown = [d for d in self.diseases if d not in STYLES]
+        if unknown:
+            raise ValueError(f"no synthetic lesion style for {unknown}; valid: {', '.join(STYLES)}")
+        self._cache: dict[int, Image.Image] = {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def disease(self, k: int) -> str:
+        """The lesion style of picture k (used only to write its description and attributes)."""
+        return self.diseases[k % len(self.diseases)]
+
+    def picture(self, k: int) -> Image.Image:
+        """Picture k as 8-bit RGB, thumbnailed to `max_size` (LANCZOS) as `load_rgb` does for the stages."""
+        if k not in self._cache:
+            import numpy as np
+
+            from hikari.data.synth_images import SKIN_TONES, crop, render_canvas, to_image
+
+            tone = SKIN_TONES[(k // len(self.diseases)) % len(SKIN_TONES)]
+            canvas, h, w = render_canvas(PRETRAIN_SEED_BASE + self.seed, k, self.disease(k), tone)
+            image = to_image(crop(canvas, h, w, np.random.default_rng([PRETRAIN_SEED_BASE + self.seed, k, 11])))
+            image.thumbnail((self.max_size, self.max_size), Image.Resampling.LANCZOS)
+            self._cache[k] = image
+        return self._cache[k]
+
+
+def pretrain_tiny_vlm(
+    model_dir: str | Path,
+    out: str | Path,
+    *,
+    steps: int = 800,
+    vision_warmup_steps: int = 600,
+    n_pictures: int = 3000,
+    batch_size: int = 8,
+    vision_share: float = 0.75,
+    learning_rate: float = 1e-3,
+    vision_learning_rate: float = 5e-3,
+    max_image_size: int = 96,
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Pre-train the model in `model_dir` (vision warm-up, then image-text + text) and save it to `out`.
+
+    Args:
+        model_dir: the randomly initialised tiny model (`build_tiny_qwen3vl`).
+        out: directory to write the pre-trained model to.
+        steps: image-text + text optimizer steps of `batch_size` samples, `vision_share` of them with a picture.
+        vision_warmup_steps: vision-tower-only steps before that (32 pictures each; 0 skips the phase).
+        n_pictures: size of the rendered picture corpus (`PictureCorpus`); no dataset picture is used, so the
+            base model is the same whatever the split.
+        learning_rate, vision_learning_rate: peak learning rates of the two phases (linear warm-up over 10
+            steps, then linear decay to 0).
+        max_image_size: pictures are thumbnailed to this side, as the demo's stages thumbnail theirs.
+        seed: seeds the pictures, sampling, flips and the warm-up head; the same seed gives the same model.
+        progress: show progress bars.
+
+    Returns `out`. Losses of both phases are logged into `out/pretrain_losses.json`.
+    """
+    from hikari.data import prompts as P
     from hikari.models.load import load_model, load_processor
     from hikari.training.data import VLMCollator
     from hikari.training.trainer import answer_token_loss
     from hikari.utils.io import atomic_write_json
 
+    if not 0.0 <= vision_share <= 1.0:
+        raise ValueError(f"vision_share must be in [0, 1], got {vision_share}")
+    if steps < 1 or vision_warmup_steps < 0:
+        raise ValueError(f"need steps >= 1 and vision_warmup_steps >= 0, got {steps} and {vision_warmup_steps}")
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model = load_model(str(model_dir), dtype="fp32")
     processor = load_processor(str(model_dir))
     collator = VLMCollator(processor)
-    from hikari.data.captions import caption_corpus
+    corpus = PictureCorpus(n_pictures, seed=seed, max_size=max_image_size)
+    sentences = caption_sentences(seed + 1)
 
-    vision = [
-        {"messages": P.user_message(load_rgb(r.image_path, max_size=max_image_size), PRETRAIN_PROMPT),
-         "target": generic_description(r.disease, rng)}
-        for r in records
-    ]  # fmt: skip
-    sentences = [s for c in caption_corpus(n=400, seed=seed + 1) for s in c.split(". ") if s]
-    language = [
-        {"messages": [{"role": "user", "content": [{"type": "text", "text": LANGUAGE_PROMPT}]}],
-         "target": s.rstrip(".") + "."}
-        for s in sentences
-    ]  # fmt: skip
+    warmup_losses: list[float] = []
+    if vision_warmup_steps > 0:
+        warmup_losses = warm_up_vision(
+            model, processor, corpus, steps=vision_warmup_steps, learning_rate=vision_learning_rate, rng=rng,
+            progress=progress,
+        )
+
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10) * (1 - s / steps))
+    n_vision = round(batch_size * vision_share)
     model.train()
     losses: list[float] = []
-    for _step in range(steps):
-        half = batch_size // 2
-        chosen = rng.sample(vision, k=min(half, len(vision))) + rng.sample(language, k=batch_size - half)
-        batch = collator(chosen)
-        loss, _ = answer_token_loss(model, batch, None)
+    for _step in trange(steps, desc="image-text + text pre-training", disable=not progress):
+        chosen = [
+            {"messages": P.user_message(_flip(corpus.picture(k), rng), PRETRAIN_PROMPT),
+             "target": generic_description(corpus.disease(k), rng)}
+            for k in (rng.randrange(len(corpus)) for _ in range(n_vision))
+        ]  # fmt: skip
+        chosen += language_samples(rng, batch_size - n_vision, sentences)
+        loss, _ = answer_token_loss(model, collator(chosen), None)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(loss.item())
     out = Path(out)
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     model.generation_config.save_pretrained(out)
-    atomic_write_json(out / "pretrain_losses.json", {"steps": steps, "losses": losses})
+    atomic_write_json(
+        out / "pretrain_losses.json",
+        {"vision_warmup_steps": vision_warmup_steps, "vision_warmup_losses": warmup_losses, "steps": steps,
+         "losses": losses, "n_pictures": n_pictures},
+    )  # fmt: skip
     return out

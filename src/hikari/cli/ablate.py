@@ -1,0 +1,41 @@
+"""`hikari ablate stage3`: thin wrapper over hikari.training.ablation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+console = Console(soft_wrap=True, highlight=False)
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("stage3")
+def stage3_command(
+    stage2_run: Path = typer.Option(..., "--stage2-run", help="A finished Stage 2 (deneb) run directory."),
+    data: Path | None = typer.Option(None, "--data", help="SkinCAP folder (default: the Stage 2 run's)."),
+    split: Path | None = typer.Option(None, "--split", help="Split JSON (default: the Stage 2 run's)."),
+    out: Path = typer.Option(Path("runs/ablation_stage3"), "--out", help="Ablation directory."),
+    recipes: list[str] = typer.Option([], "--recipe", help="Only these recipes (repeatable; default: all six)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override for every recipe: --set train.epochs=1"),
+    steps: int | None = typer.Option(None, "--steps", help="train.max_steps for every recipe."),
+    workers: int = typer.Option(1, "--workers", help="Recipes trained at once (CPU: cores; one GPU: 1)."),
+) -> None:
+    """Train rigel, vega, antares, antares_ckpt, antares_as_run and sts_safe from one Stage 2 run; table + PNGs."""
+    from hikari.config import ConfigError
+    from hikari.training.ablation import STAGE3_ABLATION, render_ablation_markdown, run_stage3_ablation
+
+    try:
+        rows = run_stage3_ablation(
+            stage2_run, out, recipes=recipes or STAGE3_ABLATION, data_dir=data, split=split,
+            overrides=overrides, steps=steps, workers=workers, console=console,
+        )  # fmt: skip
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
+    console.print(render_ablation_markdown(rows))
+    for row in rows:
+        if row.collapse_detected:
+            console.print(f"[yellow]{row.recipe}[/yellow]: {row.collapse_message}")
+    console.print(f"table: {out / 'ablation.md'}; plots: {out}/<recipe>.png")
