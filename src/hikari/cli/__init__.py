@@ -13,6 +13,7 @@ import typer
 from hikari.cli import data as data_cli
 from hikari.cli import eval as eval_cli
 from hikari.cli import model as model_cli
+from hikari.cli import retrieve as retrieve_cli
 from hikari.cli.demo import demo_command
 from hikari.cli.predict import predict_command
 from hikari.cli.train import merge_command, train_command
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 app.add_typer(data_cli.app, name="data", help="Read, synthesise, inspect, split and audit SkinCAP data.")
 app.add_typer(model_cli.app, name="model", help="Build and inspect models (tiny offline Qwen3-VL).")
+app.add_typer(retrieve_cli.app, name="retrieve", help="Reference retrieval (RAG): build and query hybrid indexes.")
 app.add_typer(eval_cli.app, name="eval", help="Score prediction files (ours or the original HIKARI's).")
 app.command("train", help="Train one recipe (YAML or built-in name) into its run directory.")(train_command)
 app.command("merge", help="Merge a run's LoRA adapter into its base model (loadable without PEFT).")(merge_command)
