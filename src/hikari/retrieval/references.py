@@ -243,3 +243,47 @@ def triples_from_dicts(
     return [(r["image_path"], r["label"], r["caption"] if reference_text == "label_description" else None)
             for r in chosen]  # fmt: skip
 
+
+
+def references_for_prediction(
+    index_dir: Path,
+    records: Sequence[SkinCapRecord],
+    *,
+    k: int,
+    reference_text: str = "label_description",
+    query_texts: Mapping[str, str] | None = None,
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+    image_max_size: int | None = 672,
+    progress: bool = False,
+) -> dict[str, list[tuple[str, str, str | None]]]:
+    """File name → (image path, label, caption or None) of the top-k references of each record to predict.
+
+    Refuses an index that holds any of the records themselves (it was built on another split, so evaluation
+    images would be their own references); own ids, source images and near-duplicates are excluded as always.
+    `query_texts` must be generated text (Stage 3 captions, user text), never the records' true captions.
+    """
+    index = HybridIndex.load(Path(index_dir))
+    indexed = {r.file_name for r in index.references}
+    inside = [r.file_name for r in records if r.file_name in indexed]
+    if inside:
+        raise ValueError(f"index {index_dir} holds {len(inside)} of the images to predict (e.g. {inside[:3]}); "
+                         "build the index from the train part of this split")  # fmt: skip
+    encoders = encoders_for(index, device=device, trust_remote_code=trust_remote_code)
+    hits = retrieve_references(index, encoders, records, k=k, query_texts=query_texts, image_max_size=image_max_size,
+                               progress=progress)  # fmt: skip
+    return {name: reference_triples(found, reference_text) for name, found in hits.items()}
+
+
+def generated_captions(paths: Sequence[Path]) -> dict[str, str]:
+    """File name → generated caption from Stage 3 prediction files (the evaluation query texts)."""
+    from hikari.evaluation.predictions import read_predictions
+
+    out: dict[str, str] = {}
+    for path in paths:
+        for lineno, p in enumerate(read_predictions(path), start=1):
+            if p.task != "caption":
+                raise ValueError(f"{path}: line {lineno} is a {p.task!r} prediction; rag.eval_query_captions needs "
+                                 "Stage 3 caption predictions (`hikari predict --task caption`)")  # fmt: skip
+            out[p.file_name] = p.parsed
+    return out
