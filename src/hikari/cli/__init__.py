@@ -14,6 +14,7 @@ from hikari.cli import data as data_cli
 from hikari.cli import eval as eval_cli
 from hikari.cli import model as model_cli
 from hikari.cli import retrieve as retrieve_cli
+from hikari.cli.cascade import cascade_command
 from hikari.cli.demo import demo_command
 from hikari.cli.predict import predict_command
 from hikari.cli.train import merge_command, train_command
@@ -32,6 +33,9 @@ app.command("train", help="Train one recipe (YAML or built-in name) into its run
 app.command("merge", help="Merge a run's LoRA adapter into its base model (loadable without PEFT).")(merge_command)
 app.command("predict", help="Generate predictions for a split part with transformers, vLLM or SGLang.")(
     predict_command
+)
+app.command("cascade", help="Group → diagnosis with reference cases → guided caption, for image files.")(
+    cascade_command
 )
 app.command("demo", help="The whole cascade on synthetic SkinCAP and the tiny Qwen3-VL (CPU, minutes).")(
     demo_command
