@@ -75,3 +75,22 @@ def synth_split(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
     split, _ = split_dataset(synth_dir, seed=42, progress=False)
     return split.save(tmp_path_factory.mktemp("synth_split") / "split.json")
+
+
+@pytest.fixture(scope="session")
+def tiny_encoders_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny random CLIP image + BERT text encoders (seed 0), loadable with `hikari.retrieval.encoders.load_encoders`."""
+    from hikari.retrieval.encoders import build_tiny_encoders
+
+    return build_tiny_encoders(tmp_path_factory.mktemp("tiny_encoders") / "clip", seed=0)
+
+
+@pytest.fixture(scope="session")
+def rag_index_dir(tmp_path_factory: pytest.TempPathFactory, synth_dir: Path, synth_split: Path,
+                  tiny_encoders_dir: Path) -> Path:
+    """A hybrid index (α=0.9, tiny encoders) of the train part of `synth_split`; read-only."""
+    from hikari.retrieval.references import build_reference_index
+
+    out = tmp_path_factory.mktemp("rag_index") / "index"
+    build_reference_index(synth_dir, synth_split, tiny_encoders_dir, out=out, alpha=0.9, image_max_size=96)
+    return out

@@ -177,6 +177,43 @@ class GuardConfig(_Frozen):
     patience: int = Field(2, ge=1, description="Consecutive probes with symptoms before a collapse is declared.")
 
 
+class RagConfig(_Frozen):
+    """Reference cases in Stage 2 prompts (RAG-in-Training, the Sirius recipe) and at evaluation."""
+
+    index: Path | None = Field(
+        None, description="Index directory from `hikari retrieve build` over this split's train part."
+    )
+    encoder: str | None = Field(
+        None,
+        description="Without `index`: build one into <output_dir>/rag-index with this encoder (R0-R4 or a "
+        "tiny-encoder directory).",
+    )
+    alpha: float = Field(0.9, ge=0, le=1, description="Image weight of the hybrid score (R2's best: 0.9).")
+    k_train: int = Field(1, ge=1, description="References per training sample (the original fitted only 1).")
+    k_eval: int = Field(3, ge=0, description="References per evaluated image (0: evaluate without references).")
+    reference_text: Literal["label", "label_description"] = Field(
+        "label", description="Per reference: 'Reference i: {label}', optionally + its caption as Description."
+    )
+    train_query_text: Literal["caption", "none"] = Field(
+        "caption",
+        description="Query text of a training sample: its own caption (training data; the sample itself is "
+        "excluded) or none (image only).",
+    )
+    eval_query_captions: list[Path] | None = Field(
+        None,
+        description="Stage 3 prediction files (JSONL) whose generated captions are the evaluation query texts; "
+        "never the ground-truth captions. None: image-only queries.",
+    )
+    device: str = Field("cpu", description="Encoder device while computing references (before the VLM loads).")
+    trust_remote_code: bool = Field(False, description="Allow hub code for the encoders (R3, R4 need it).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RagConfig:
+        if (self.index is None) == (self.encoder is None):
+            raise ValueError("give exactly one of rag.index (a built index) or rag.encoder (build one)")
+        return self
+
+
 class RunConfig(_Frozen):
     name: str = Field(description="Recipe name (subaru, deneb, vega, ...).")
     task: Task = Field(description="group (Stage 1), disease (Stage 2), caption (Stage 3).")
@@ -189,7 +226,14 @@ class RunConfig(_Frozen):
     loss: LossConfig = LossConfig()
     eval: EvalConfig = EvalConfig()
     guard: GuardConfig = GuardConfig()
+    rag: RagConfig | None = Field(None, description="Reference cases (Stage 2 only); absent: no references.")
     description: str = Field("", description="What this recipe reproduces (free text).")
+
+    @model_validator(mode="after")
+    def _rag_is_stage2(self) -> RunConfig:
+        if self.rag is not None and self.task != "disease":
+            raise ValueError(f"rag: references are for the disease task (Stage 2), not {self.task!r}")
+        return self
 
 
 class ConfigError(ValueError):

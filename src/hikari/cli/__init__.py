@@ -14,6 +14,8 @@ from hikari.cli import ablate as ablate_cli
 from hikari.cli import data as data_cli
 from hikari.cli import eval as eval_cli
 from hikari.cli import model as model_cli
+from hikari.cli import retrieve as retrieve_cli
+from hikari.cli.cascade import cascade_command
 from hikari.cli.demo import demo_command
 from hikari.cli.predict import predict_command
 from hikari.cli.train import merge_command, train_command
@@ -26,12 +28,16 @@ app = typer.Typer(
 )
 app.add_typer(data_cli.app, name="data", help="Read, synthesise, inspect, split and audit SkinCAP data.")
 app.add_typer(model_cli.app, name="model", help="Build and inspect models (tiny offline Qwen3-VL).")
+app.add_typer(retrieve_cli.app, name="retrieve", help="Reference retrieval (RAG): build and query hybrid indexes.")
 app.add_typer(eval_cli.app, name="eval", help="Score prediction files (ours or the original HIKARI's).")
 app.add_typer(ablate_cli.app, name="ablate", help="Ablations: the Stage 3 caption recipes from one Stage 2 run.")
 app.command("train", help="Train one recipe (YAML or built-in name) into its run directory.")(train_command)
 app.command("merge", help="Merge a run's LoRA adapter into its base model (loadable without PEFT).")(merge_command)
 app.command("predict", help="Generate predictions for a split part with transformers, vLLM or SGLang.")(
     predict_command
+)
+app.command("cascade", help="Group → diagnosis with reference cases → guided caption, for image files.")(
+    cascade_command
 )
 app.command("demo", help="The whole cascade on synthetic SkinCAP and the tiny Qwen3-VL (CPU, minutes).")(
     demo_command

@@ -53,6 +53,21 @@ def _summary_table(summary: PredictSummary) -> Table:
     return table
 
 
+def _prediction_references(
+    data: Path, split: Path, part: str, limit: int | None, index_dir: Path, k: int, ref_text: str,
+    query_captions: list[Path], device: str,
+) -> dict[str, Any]:
+    """References for the records `run_predict` will select (query texts: generated captions only)."""
+    from hikari.inference.predict import select_records
+    from hikari.retrieval.references import generated_captions, references_for_prediction
+
+    records = select_records(data, split, part)
+    records = records[:limit] if limit is not None else records
+    texts = generated_captions(query_captions) if query_captions else None
+    return references_for_prediction(index_dir, records, k=k, reference_text=ref_text, query_texts=texts,
+                                     device=device, progress=True)  # fmt: skip
+
+
 def predict_command(
     model: str = typer.Option(..., "--model", help="Merged model directory or Hugging Face Hub id."),
     data: Path = typer.Option(..., "--data", help="SkinCAP folder (metadata + skincap/ images)."),
@@ -81,13 +96,29 @@ def predict_command(
     group_probabilities: bool = typer.Option(
         False, "--group-probabilities", help="Group task: also store P(group) for all 4 groups (M4 soft context)."
     ),
+    refs: Path | None = typer.Option(
+        None, "--refs", help="Disease task: a retrieval index (`hikari retrieve build`); shows K reference cases."
+    ),
+    k: int = typer.Option(3, "-k", "--k", min=1, help="References per image with --refs."),
+    ref_text: str = typer.Option(
+        "label_description", "--ref-text", help="Reference text with --refs: label | label_description."
+    ),
+    query_captions: list[Path] = typer.Option(
+        [], "--query-captions", help="Stage 3 caption predictions (JSONL) used as query texts with --refs."
+    ),
+    encoder_device: str = typer.Option("cpu", "--encoder-device", help="Retrieval encoder device with --refs."),
 ) -> None:
     """Generate predictions for one task on one split part; rerun the same command to resume."""
     try:
+        references = None
+        if refs is not None:
+            references = _prediction_references(data, split, part, limit, refs, k, ref_text, query_captions,
+                                                encoder_device)  # fmt: skip
         summary = run_predict(
             model, data, split, task, out, part=part, prompt=prompt, engine=engine, batch_size=batch_size,
             max_new_tokens=max_new_tokens, limit=limit, engine_options=parse_engine_options(engine_option),
             thinking=thinking, retry_errors=retry_errors, group_probabilities=group_probabilities,
+            references=references,
         )  # fmt: skip
     except (ValueError, KeyError, FileNotFoundError, NotADirectoryError, EngineUnavailable) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

@@ -39,11 +39,13 @@ from hikari.data.prompts import (
     STAGE2_INFERENCE_PROMPTS,
     STAGE2_TRAIN_PROMPTS,
     STAGE3_PROMPTS,
+    rag_messages,
     stage1_messages,
     stage2_messages,
     stage3_messages,
 )
 from hikari.data.records import SkinCapRecord
+from hikari.data.images import load_rgb
 from hikari.evaluation.predictions import TASKS, Prediction, append_predictions, read_predictions
 from hikari.inference.engines import DEFAULT_MAX_NEW_TOKENS, THINKING_MAX_NEW_TOKENS, Engine, make_engine
 from hikari.inference.engines import engine_options as engine_option_names
@@ -254,6 +256,7 @@ def run_predict(
     progress: bool = True,
     group_context: Mapping[str, str] | None = None,
     group_probabilities: bool = False,
+    references: Mapping[str, Sequence[tuple[Any, str, str | None]]] | None = None,
 ) -> PredictSummary:
     """Predict `task` for every record of split part `part` and append the results to `out` (JSON Lines).
 
@@ -281,6 +284,9 @@ def run_predict(
         group_probabilities: group task only: also store P(group | image) for all four groups (exact
             teacher-forced scoring, `hikari.inference.scoring`) in each line's ``group_probabilities`` field —
             the input of the M4 soft group context. Needs the transformers engine.
+        references: disease task only: file name → reference cases (image path or PIL image, label, caption
+            or None), shown before the query image in the RAG prompt (`prompts.rag_messages`); the prompt id
+            gets "+rag{K}" (K = the most references of any item). Every selected record needs an entry.
     """
     if group_probabilities and task != "group":
         raise ValueError(f"group_probabilities applies to the group task, not {task!r}")
@@ -295,11 +301,23 @@ def run_predict(
         if task != "disease":
             raise ValueError(f"group_context applies to the disease task, not {task!r}")
         prompt_id += "+group"
+    if references is not None:
+        if task != "disease":
+            raise ValueError(f"references apply to the disease task, not {task!r}")
+        prompt_id += f"+rag{max((len(v) for v in references.values()), default=0)}"
 
     def build_messages(record: SkinCapRecord, image: Any) -> list[dict[str, Any]]:
         if group_context is None:
-            return plain_messages(image)
-        return stage2_messages(image, "", group_context=group_context[record.file_name])
+            messages = plain_messages(image)
+        else:
+            messages = stage2_messages(image, "", group_context=group_context[record.file_name])
+        if references is None:
+            return messages
+        question = messages[0]["content"][-1]["text"]
+        return rag_messages(image, question, [
+            (load_rgb(ref, max_size=image_max_size) if isinstance(ref, (str, os.PathLike)) else ref, label, caption)
+            for ref, label, caption in references[record.file_name]
+        ])  # fmt: skip
 
     if max_new_tokens is None:
         max_new_tokens = THINKING_MAX_NEW_TOKENS if thinking else DEFAULT_MAX_NEW_TOKENS[task]
@@ -311,6 +329,10 @@ def run_predict(
         raise ValueError(f"limit must be >= 1, got {limit}")
     records = part_records[:limit] if limit is not None else part_records
     truths = {r.id: ground_truth(r, task) for r in records}  # fail before loading any model
+    if references is not None:
+        missing = [r.file_name for r in records if r.file_name not in references]
+        if missing:
+            raise ValueError(f"no references for {len(missing)} item(s) of part {part!r}, e.g. {missing[:3]}")
     summary.n_items = len(records)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -383,11 +405,12 @@ def _predict_batch(
     for record in batch:
         try:
             image = load_rgb(record.image_path, max_size=image_max_size)
+            messages = build_messages(record, image)  # reads reference images too
         except OSError as err:
             logger.warning("%s: %s — written as an error line", record.file_name, err)
             errors[record.id] = str(err)
             continue
-        readable.append((record, build_messages(record, image)))
+        readable.append((record, messages))
 
     outputs: dict[str, str] = {}
     if readable:

@@ -34,6 +34,8 @@ class Example:
     record: SkinCapRecord
     prompt: str
     target: str
+    # Reference cases shown before the image (RAG-in-Training): (image path, label, caption or None) each.
+    references: tuple[tuple[str, str, str | None], ...] = ()
 
 
 def build_examples(
@@ -44,12 +46,17 @@ def build_examples(
     samples_per_image: int = 1,
     group_context: str = "none",
     stage1_groups: Mapping[str, str] | None = None,
+    references: Mapping[str, Sequence[tuple[str, str, str | None]]] | None = None,
 ) -> list[Example]:
     """The training examples of one stage, in record order (deterministic for a seed).
 
     `group_context` ('none' | 'ground_truth' | 'stage1') switches Stage 2 prompts to the M-series
     group-context prompt with the true group or the Stage 1 prediction (`stage1_groups`: file name → group).
+    `references` (Stage 2 only; file name → (image path, label, caption or None) per reference) wraps each
+    sample's question in the RAG prompt; every record needs an entry.
     """
+    if references is not None and task != "disease":
+        raise ValueError(f"references apply to the disease task (Stage 2), not {task!r}")
     rng = random.Random(seed)
     examples: list[Example] = []
     for rec in records:
@@ -67,7 +74,12 @@ def build_examples(
             else:
                 group = _context_group(rec, group_context, stage1_groups)
                 chosen = [P.GROUP_CONTEXT_PROMPT.format(group=group)] * samples_per_image
-            examples.extend(Example(rec, prompt, target) for prompt in chosen)
+            refs: tuple[tuple[str, str, str | None], ...] = ()
+            if references is not None:
+                if rec.file_name not in references:
+                    raise ValueError(f"record {rec.file_name}: no precomputed references (stale reference cache?)")
+                refs = tuple(tuple(r) for r in references[rec.file_name])  # type: ignore[misc]
+            examples.extend(Example(rec, prompt, target, refs) for prompt in chosen)
         elif task == "caption":
             if not rec.caption.strip():
                 raise ValueError(f"record {rec.file_name}: empty caption")
@@ -115,7 +127,14 @@ class SupervisedVLMDataset(Dataset):
         ex = self.examples[self.indices[i]]
         image = load_rgb(ex.record.image_path, max_size=self.max_image_size)
         image = self.augmenter(image, index=i, epoch=self.epoch)
-        return {"messages": P.user_message(image, ex.prompt), "target": ex.target, "file_name": ex.record.file_name}
+        if ex.references:
+            # Reference images are shown as they are (no augmentation): only the query is a training view.
+            refs = [(load_rgb(path, max_size=self.max_image_size), label, caption)
+                    for path, label, caption in ex.references]  # fmt: skip
+            messages = P.rag_messages(image, ex.prompt, refs)
+        else:
+            messages = P.user_message(image, ex.prompt)
+        return {"messages": messages, "target": ex.target, "file_name": ex.record.file_name}
 
 
 class VLMCollator:

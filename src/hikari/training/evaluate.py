@@ -23,8 +23,13 @@ def evaluate_model(
     out: Path,
     *,
     stage1_groups: dict[str, str] | None = None,
+    references: dict[str, list[Any]] | None = None,
+    pred_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Predict `config.eval.part` with `model` and return the task's metrics (percentages)."""
+    """Predict `config.eval.part` with `model` and return the task's metrics (percentages).
+
+    `references` (file name → (image path, label, caption or None) per reference) puts Stage 2 questions in the
+    RAG prompt; `pred_path` overrides `<out>/predictions.<part>.jsonl`."""
     from hikari.data.labels import DISEASES, GROUPS
     from hikari.evaluation.captions import evaluate_captions
     from hikari.evaluation.diagnosis import evaluate_diagnosis
@@ -33,7 +38,7 @@ def evaluate_model(
     from hikari.inference.predict import run_predict
 
     ev = config.eval
-    pred_path = out / f"predictions.{ev.part}.jsonl"
+    pred_path = pred_path or out / f"predictions.{ev.part}.jsonl"
     engine = TransformersEngine.from_model(model, processor, batch_size=ev.batch_size)
     prompt = {"disease": config.prompts.eval_prompt, "group": "0", "caption": "0"}[config.task]
     was_training = model.training
@@ -53,6 +58,7 @@ def evaluate_model(
             limit=ev.limit,
             image_max_size=config.data.max_image_size,
             group_context=_eval_group_context(records, config, stage1_groups),
+            references=references,
         )
     finally:
         model.train(was_training)

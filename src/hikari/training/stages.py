@@ -193,6 +193,8 @@ def run_training(config: RunConfig, *, resume: bool = False, evaluate: bool | No
     if not train_records:
         raise ValueError(f"{config.data.split}: the train part has no usable rows of {config.data.dir}")
     stage1_groups = _stage1_groups(config)
+    # References are retrieved (encoders loaded, used, released) and cached before the VLM loads.
+    train_refs, eval_refs, rag_info = _rag_references(config, parts, out)
     examples = build_examples(
         train_records,
         config.task,
@@ -200,6 +202,7 @@ def run_training(config: RunConfig, *, resume: bool = False, evaluate: bool | No
         samples_per_image=config.data.samples_per_image if config.task == "disease" else 1,
         group_context=config.prompts.train_group_context,
         stage1_groups=stage1_groups,
+        references=train_refs,
     )
     train_set = SupervisedVLMDataset(
         examples,
@@ -262,6 +265,7 @@ def run_training(config: RunConfig, *, resume: bool = False, evaluate: bool | No
         "split": str(config.data.split),
         "split_fingerprint": getattr(split, "fingerprint", None),
         "data": data_summary,
+        "rag": rag_info,
         "hikari_version": __version__,
     }
     eval_metrics = None
@@ -272,11 +276,89 @@ def run_training(config: RunConfig, *, resume: bool = False, evaluate: bool | No
             from hikari.training.evaluate import evaluate_model
 
             eval_metrics = evaluate_model(
-                model, processor, parts[config.eval.part], config, out, stage1_groups=_stage1_groups(config, "eval")
+                model, processor, parts[config.eval.part], config, out, stage1_groups=_stage1_groups(config, "eval"),
+                references=eval_refs,
             )
         guard_report = guard.report().to_dict() if guard is not None else None
         atomic_write_json(out / "metrics.json", {"train": train_metrics, "eval": eval_metrics, "guard": guard_report})
     return RunResult(out, adapter_dir, base, train_metrics, eval_metrics)
+
+
+def _rag_references(
+    config: RunConfig, parts: dict[str, list[SkinCapRecord]], out: Path
+) -> tuple[dict[str, list[Any]] | None, dict[str, list[Any]] | None, dict[str, Any] | None]:
+    """(train references, eval references, run_info entry) for a `rag` recipe; (None, None, None) otherwise.
+
+    The index is `rag.index`, or built once into `<run>/rag-index` from the split's train part with
+    `rag.encoder` (rebuilt when the split, the encoder or α changes). It must hold train-part images only. Per
+    record the references come from a cache file `<run>/references.<part>.json` keyed by the index content, k,
+    α and the query texts. Training queries may use the sample's own caption (`rag.train_query_text`);
+    evaluation queries use generated Stage 3 captions (`rag.eval_query_captions`) or the image alone.
+    """
+    rag = config.rag
+    if rag is None:
+        return None, None, None
+    from accelerate import PartialState
+
+    from hikari.data.split import load_split
+    from hikari.retrieval.index import HybridIndex
+    from hikari.retrieval.references import (
+        build_reference_index,
+        cached_references,
+        check_index_matches_split,
+        generated_captions,
+        triples_from_dicts,
+    )
+
+    split_path = Path(config.data.split)
+    index_dir = Path(rag.index) if rag.index is not None else out / "rag-index"
+    common = {"alpha": rag.alpha, "device": rag.device, "trust_remote_code": rag.trust_remote_code,
+              "image_max_size": config.data.max_image_size}  # fmt: skip
+    with PartialState().main_process_first():  # one process retrieves and caches; the others read the cache
+        if rag.index is None and not _built_index_is_current(index_dir, split_path, rag.encoder or "", rag.alpha):
+            build_reference_index(config.data.dir, split_path, rag.encoder or "", out=index_dir, alpha=rag.alpha,
+                                  device=rag.device, trust_remote_code=rag.trust_remote_code,
+                                  image_max_size=config.data.max_image_size)  # fmt: skip
+        index = HybridIndex.load(index_dir)
+        check_index_matches_split(index, split_path)
+        train_texts = {r.file_name: r.caption for r in parts["train"]} if rag.train_query_text == "caption" else None
+        train = cached_references(out / "references.train.json", index_dir, parts["train"], k=rag.k_train,
+                                  query_texts=train_texts, query_kind=rag.train_query_text, **common)  # fmt: skip
+        evaluated = parts.get(config.eval.part, [])
+        eval_refs = None
+        if rag.k_eval > 0 and evaluated:
+            texts = generated_captions(rag.eval_query_captions) if rag.eval_query_captions else None
+            eval_refs = cached_references(
+                out / f"references.{config.eval.part}.json", index_dir, evaluated, k=rag.k_eval, query_texts=texts,
+                query_kind="stage3_captions" if texts else "none", **common,
+            )  # fmt: skip
+    info = {"index": str(index_dir), "encoder": index.info.encoder.get("name"), "alpha": rag.alpha,
+            "k_train": rag.k_train, "k_eval": rag.k_eval, "reference_text": rag.reference_text,
+            "train_query_text": rag.train_query_text,
+            "eval_query_text": "stage3_captions" if rag.eval_query_captions else "none",
+            "split_fingerprint": load_split(split_path).fingerprint}  # fmt: skip
+    def triples(refs: dict[str, list[dict[str, Any]]] | None) -> dict[str, list[Any]] | None:
+        return None if refs is None else {n: triples_from_dicts(v, rag.reference_text) for n, v in refs.items()}
+
+    return triples(train), triples(eval_refs), info
+
+
+def _built_index_is_current(index_dir: Path, split_path: Path, encoder: str, alpha: float) -> bool:
+    """Whether `<run>/rag-index` was built from this split (path + fingerprint) with this encoder and α."""
+    if not (index_dir / "index.json").is_file():
+        return False
+    from hikari.data.split import load_split
+    from hikari.retrieval.encoders import resolve_encoder
+
+    meta = json.loads((index_dir / "index.json").read_text(encoding="utf-8"))
+    _, root = resolve_encoder(encoder)
+    wanted_ref = str(root) if root is not None else encoder
+    return (
+        meta.get("split") == str(split_path.resolve())
+        and meta.get("split_fingerprint") == load_split(split_path).fingerprint
+        and (meta.get("encoder") or {}).get("ref") == wanted_ref
+        and meta.get("alpha") == alpha
+    )
 
 
 def _collapse_guard(config: RunConfig, probe_records: list[SkinCapRecord], processor: Any) -> CollapseGuard | None:

@@ -1,0 +1,108 @@
+"""`hikari retrieve …`: build a reference index, query it, build tiny offline encoders (thin wrappers over
+`hikari.retrieval`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(soft_wrap=True, highlight=False)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
+
+app = typer.Typer(no_args_is_help=True)
+
+
+def _fail(err: BaseException) -> None:
+    err_console.print(f"[red]error:[/red] {err}")
+    raise typer.Exit(2) from err
+
+
+@app.command("build", help="Index the train part of a split: image + caption embeddings, hybrid α score, faiss.")
+def build_command(
+    data: Path = typer.Option(..., "--data", help="SkinCAP folder (metadata + skincap/ images)."),
+    split: Path = typer.Option(..., "--split", help="Split JSON; only its train part is indexed."),
+    encoder: str = typer.Option(..., "--encoder", help="R0..R4, or a directory from `hikari retrieve tiny-encoders`."),
+    out: Path = typer.Option(..., "--out", help="Index directory to write (replaced atomically)."),
+    alpha: float = typer.Option(0.9, "--alpha", min=0.0, max=1.0, help="Image weight α of the hybrid score."),
+    approximate: bool = typer.Option(False, "--approximate", help="Also build an IVF-SQ8 index (large sets)."),
+    nlist: int | None = typer.Option(None, "--nlist", min=1, help="IVF lists (default √n)."),
+    nprobe: int = typer.Option(16, "--nprobe", min=1, help="IVF lists probed per query."),
+    device: str = typer.Option("cpu", "--device", help="Encoder device (cpu, cuda)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images/texts per encoder batch."),
+    trust_remote_code: bool = typer.Option(
+        False, "--trust-remote-code", help="Allow hub model code (needed by R3 jina-clip-v2 and R4 nomic)."
+    ),
+) -> None:
+    from hikari.retrieval.references import build_reference_index
+
+    try:
+        index = build_reference_index(
+            data, split, encoder, out=out, alpha=alpha, approximate=approximate, nlist=nlist, nprobe=nprobe,
+            device=device, trust_remote_code=trust_remote_code, batch_size=batch_size, progress=True,
+        )  # fmt: skip
+    except (ValueError, KeyError, FileNotFoundError, NotADirectoryError, OSError) as err:
+        _fail(err)
+    info = index.info
+    console.print(
+        f"[green]index[/green] {out}: {len(index.references)} references, encoder {info.encoder.get('name')}, "
+        f"α={info.alpha}, dims image {info.image_dim} + text {info.text_dim}"
+        + (f", approximate nlist={info.approximate['nlist']}" if info.approximate else "")
+    )
+
+
+@app.command("query", help="Print the references of one image (and optional text) with their scores.")
+def query_command(
+    index_dir: Path = typer.Argument(..., help="Index directory from `hikari retrieve build`."),
+    image: Path = typer.Argument(..., help="Query image."),
+    text: str | None = typer.Option(None, "--text", help="Query text (Strategy B), e.g. a Stage 3 caption."),
+    k: int = typer.Option(3, "-k", "--k", min=1, help="References to return."),
+    alpha: float | None = typer.Option(None, "--alpha", min=0.0, max=1.0, help="Override the index's α."),
+    approximate: bool = typer.Option(False, "--approximate", help="Search the IVF index."),
+    device: str = typer.Option("cpu", "--device", help="Encoder device."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow hub model code (R3, R4)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    from hikari.data.hashing import image_hash
+    from hikari.retrieval.index import Exclusion, HybridIndex
+    from hikari.retrieval.references import encoders_for
+
+    try:
+        index = HybridIndex.load(index_dir)
+        encoders = encoders_for(index, device=device, trust_remote_code=trust_remote_code)
+        image_emb = encoders.encode_images([image])
+        text_emb = encoders.encode_texts([text], query=True) if text else None
+        # The query picture itself (or a near-duplicate of it) is never returned.
+        exclude = [Exclusion(phash=image_hash(image))]
+        hits = index.search(image_emb, text_emb, k=k, exclude=exclude, alpha=alpha, approximate=approximate)[0]
+    except (ValueError, FileNotFoundError, OSError) as err:
+        _fail(err)
+    if as_json:
+        print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False))
+        return
+    table = Table(title=f"references of {image.name} ({'image + text' if text else 'image'})")
+    for col in ("#", "score", "cos img", "cos txt", "label", "file"):
+        table.add_column(col)
+    for i, h in enumerate(hits, start=1):
+        cos_txt = "-" if h.cos_text is None else f"{h.cos_text:.4f}"
+        table.add_row(str(i), f"{h.score:.4f}", f"{h.cos_image:.4f}", cos_txt, h.reference.label, h.reference.file_name)
+    console.print(table)
+
+
+@app.command("tiny-encoders", help="Build tiny random image (CLIP/SigLIP) + text encoders for offline runs.")
+def tiny_encoders_command(
+    out: Path = typer.Option(..., "--out", help="Directory to create."),
+    seed: int = typer.Option(0, "--seed", help="Weight seed."),
+    image_arch: str = typer.Option("clip", "--image-arch", help="clip | siglip"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
+) -> None:
+    from hikari.retrieval.encoders import build_tiny_encoders
+
+    try:
+        path = build_tiny_encoders(out, seed=seed, image_arch=image_arch, overwrite=overwrite)
+    except (ValueError, FileExistsError, NotADirectoryError) as err:
+        _fail(err)
+    console.print(f"[green]tiny encoders[/green]: {path}")

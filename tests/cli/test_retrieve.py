@@ -1,0 +1,36 @@
+"""`hikari retrieve build/query`: thin wrappers; errors exit 2 with the reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from hikari.cli import app
+
+
+def test_build_then_query_prints_references_with_scores(
+    synth_dir: Path, synth_split: Path, tiny_encoders_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "index"
+    result = CliRunner().invoke(app, ["retrieve", "build", "--data", str(synth_dir), "--split", str(synth_split),
+                                      "--encoder", str(tiny_encoders_dir), "--alpha", "0.7", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "index.json").is_file() and json.loads((out / "index.json").read_text())["alpha"] == 0.7
+    image = synth_dir / "skincap" / json.loads(synth_split.read_text())["parts"]["train"]["file_names"][0]
+    result = CliRunner().invoke(app, ["retrieve", "query", str(out), str(image), "--text", "red plaque", "-k", "2",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.output.strip().splitlines()[-1])
+    assert len(hits) == 2 and all({"score", "cos_image", "cos_text", "label"} <= set(h) for h in hits)
+    assert image.name not in {h["file_name"] for h in hits}  # the query picture itself is excluded
+    table = CliRunner().invoke(app, ["retrieve", "query", str(out), str(image), "-k", "3"])
+    assert table.exit_code == 0 and "score" in table.output
+
+
+def test_unknown_encoder_exits_2_listing_the_valid_names(synth_dir: Path, synth_split: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["retrieve", "build", "--data", str(synth_dir), "--split", str(synth_split),
+                                      "--encoder", "R7", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert "unknown encoder 'R7'" in result.output and "R2" in result.output

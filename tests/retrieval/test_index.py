@@ -1,0 +1,209 @@
+"""HybridIndex against brute force: the hybrid score, top-k, exclusions, strategies, round trip, approximate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hikari.retrieval.index import Exclusion, HybridIndex, Reference
+
+D_IMG, D_TXT = 12, 20
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _refs(n: int, *, phashes: list[int | None] | None = None, sources: list[str] | None = None) -> list[Reference]:
+    return [
+        Reference(id=str(i), file_name=f"{i}.png", label=f"d{i % 3}", caption=f"caption {i}", image_path=f"/x/{i}.png",
+                  source=(sources[i] if sources else ""), phash=(phashes[i] if phashes else None))
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def _data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return _unit(rng.normal(size=(n, D_IMG))), _unit(rng.normal(size=(n, D_TXT)))
+
+
+def _brute(img: np.ndarray, txt: np.ndarray | None, qi: np.ndarray, qt: np.ndarray | None, alpha: float):
+    """Naive hybrid scores, one query at a time, written from the definition."""
+    out = np.zeros((qi.shape[0], img.shape[0]))
+    for a in range(qi.shape[0]):
+        for b in range(img.shape[0]):
+            cos_i = float(np.dot(qi[a], img[b]) / (np.linalg.norm(qi[a]) * np.linalg.norm(img[b])))
+            if qt is None:
+                out[a, b] = cos_i
+            else:
+                cos_t = float(np.dot(qt[a], txt[b]) / (np.linalg.norm(qt[a]) * np.linalg.norm(txt[b])))
+                out[a, b] = alpha * cos_i + (1 - alpha) * cos_t
+    return out
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.9, 1.0])
+def test_hybrid_scores_and_topk_match_brute_force(alpha: float) -> None:
+    img, txt = _data(60)
+    qi, qt = _data(7, seed=1)
+    index = HybridIndex.from_embeddings(img, txt, _refs(60), alpha=alpha)
+    hits = index.search(qi, qt, k=5)
+    brute = _brute(img, txt, qi, qt, alpha)
+    for a, found in enumerate(hits):
+        want = np.argsort(-brute[a], kind="stable")[:5]
+        assert [h.row for h in found] == want.tolist()
+        for h in found:
+            assert h.score == pytest.approx(brute[a, h.row], abs=1e-5)
+            assert h.cos_image == pytest.approx(float(qi[a] @ img[h.row]), abs=1e-5)
+            assert h.cos_text == pytest.approx(float(qt[a] @ txt[h.row]), abs=1e-5)
+            assert h.reference.id == str(h.row)
+
+
+def test_image_strategy_ranks_by_image_cosine_and_alpha_override_changes_ranking() -> None:
+    img, txt = _data(50)
+    qi, qt = _data(4, seed=2)
+    index = HybridIndex.from_embeddings(img, txt, _refs(50), alpha=0.5)
+    only_image = index.search(qi, None, k=4)
+    brute = _brute(img, None, qi, None, 1.0)
+    assert [[h.row for h in f] for f in only_image] == np.argsort(-brute, axis=1)[:, :4].tolist()
+    assert all(h.cos_text is None and h.score == pytest.approx(h.cos_image, abs=1e-6) for f in only_image for h in f)
+    # per-query alpha: alpha=1 with text equals the image ranking; alpha=0 is the text ranking
+    assert [[h.row for h in f] for f in index.search(qi, qt, k=4, alpha=1.0)] == [
+        [h.row for h in f] for f in only_image
+    ]
+    text_rank = np.argsort(-(qt @ txt.T), axis=1)[:, :4].tolist()
+    assert [[h.row for h in f] for f in index.search(qi, qt, k=4, alpha=0.0)] == text_rank
+
+
+def test_strategy_a_needs_an_aligned_encoder_pair() -> None:
+    rng = np.random.default_rng(3)
+    img, txt = _unit(rng.normal(size=(30, 8))), _unit(rng.normal(size=(30, 8)))
+    q = _unit(rng.normal(size=(2, 8)))
+    plain = HybridIndex.from_embeddings(img, txt, _refs(30), alpha=0.7, encoder={"name": "X", "aligned": False})
+    with pytest.raises(ValueError, match="aligned"):
+        plain.search(q, None, k=3, strategy="image_text")
+    aligned = HybridIndex.from_embeddings(img, txt, _refs(30), alpha=0.7, encoder={"name": "Y", "aligned": True})
+    hits = aligned.search(q, None, k=3, strategy="image_text")
+    want = np.argsort(-(0.7 * q @ img.T + 0.3 * q @ txt.T), axis=1)[:, :3].tolist()
+    assert [[h.row for h in f] for f in hits] == want
+
+
+def test_image_only_index_rejects_text_queries() -> None:
+    img, _ = _data(20)
+    index = HybridIndex.from_embeddings(img, None, _refs(20), alpha=1.0)
+    assert index.info.text_dim == 0
+    assert len(index.search(img[:2], None, k=3)[0]) == 3
+    with pytest.raises(ValueError, match="no text embeddings"):
+        index.search(img[:2], img[:2], k=3, strategy="text")
+
+
+def test_non_unit_embeddings_and_bad_shapes_are_rejected() -> None:
+    img, txt = _data(10)
+    with pytest.raises(ValueError, match="norm"):
+        HybridIndex.from_embeddings(img * 2, txt, _refs(10), alpha=0.5)
+    with pytest.raises(ValueError, match="references"):
+        HybridIndex.from_embeddings(img, txt, _refs(9), alpha=0.5)
+    index = HybridIndex.from_embeddings(img, txt, _refs(10), alpha=0.5)
+    with pytest.raises(ValueError, match="dim"):
+        index.search(txt[:1], None, k=1)
+    with pytest.raises(ValueError, match="k must be"):
+        index.search(img[:1], None, k=0)
+
+
+def test_self_source_and_near_duplicates_are_never_returned() -> None:
+    """Planted copies of the query sit at the very top; exclusion removes them and still returns k results."""
+    rng = np.random.default_rng(4)
+    n = 80
+    img, txt = _data(n, seed=5)
+    query_img, query_txt = img[0:1].copy(), txt[0:1].copy()
+    # rows 1..24: near-identical embeddings of row 0 (a plain top-k would return only these)
+    img[1:25] = _unit(img[0] + 1e-3 * rng.normal(size=(24, D_IMG)))
+    txt[1:25] = _unit(txt[0] + 1e-3 * rng.normal(size=(24, D_TXT)))
+    base_hash = int(rng.integers(0, 2**63)) << 100 | int(rng.integers(0, 2**63))
+    far_hash = ~base_hash & ((1 << 256) - 1)
+    phashes: list[int | None] = [far_hash] * n
+    sources = [""] * n
+    phashes[0] = base_hash  # the query itself (same id)
+    for r in range(1, 9):  # near-duplicate pictures: pHash differs in 2·r bits (≤ 48)
+        phashes[r] = base_hash ^ ((1 << (2 * r)) - 1)
+    for r in range(9, 17):  # other crops of the query's source image
+        sources[r] = "fitz/abc.jpg"
+    for r in range(17, 25):  # the same embedding neighbourhood but a different picture: allowed
+        phashes[r] = base_hash ^ ((1 << 120) - 1)
+    index = HybridIndex.from_embeddings(img, txt, _refs(n, phashes=phashes, sources=sources), alpha=0.9)
+
+    plain = index.search(query_img, query_txt, k=5)[0]
+    assert {h.row for h in plain} <= set(range(25))
+
+    ex = Exclusion(id="0", source="fitz/abc.jpg", phash=base_hash)
+    found = index.search(query_img, query_txt, k=5, exclude=[ex])[0]
+    rows = [h.row for h in found]
+    assert len(rows) == 5 and set(rows) <= set(range(17, 25)), rows
+    # ...and when every close row is excluded, the search keeps fetching until k allowed rows are found
+    strict = Exclusion(id="0", source="fitz/abc.jpg", phash=base_hash)
+    phash_far = HybridIndex.from_embeddings(img, txt, _refs(n, phashes=[base_hash] * 25 + [far_hash] * 55,
+                                                            sources=sources), alpha=0.9)  # fmt: skip
+    rows = [h.row for h in phash_far.search(query_img, query_txt, k=5, exclude=[strict])[0]]
+    brute = _brute(img, txt, query_img, query_txt, 0.9)[0]
+    allowed = [r for r in np.argsort(-brute) if r >= 25]
+    assert rows == allowed[:5]
+
+
+def test_exclusion_can_leave_fewer_than_k() -> None:
+    img, txt = _data(6)
+    index = HybridIndex.from_embeddings(img, txt, _refs(6, sources=["s"] * 5 + [""]), alpha=0.5)
+    found = index.search(img[:1], txt[:1], k=3, exclude=[Exclusion(source="s")])[0]
+    assert [h.row for h in found] == [5]
+
+
+def test_round_trip_keeps_results_and_metadata(tmp_path: Path) -> None:
+    img, txt = _data(40)
+    refs = _refs(40, phashes=[i * 7919 for i in range(40)], sources=[f"s{i % 5}" for i in range(40)])
+    index = HybridIndex.from_embeddings(img, txt, refs, alpha=0.8, split="/s.json", split_fingerprint="abc",
+                                        encoder={"name": "tiny", "ref": "/enc"})  # fmt: skip
+    out = index.save(tmp_path / "idx")
+    again = HybridIndex.load(out)
+    assert again.references == refs
+    assert again.info == index.info and again.info.split_fingerprint == "abc"
+    ex = [Exclusion(id="3", source="s1", phash=3 * 7919)] * 3
+    assert index.search(img[:3], txt[:3], k=4, exclude=ex) == again.search(img[:3], txt[:3], k=4, exclude=ex)
+    # saving again replaces the directory atomically (no temporary folders left behind)
+    HybridIndex.from_embeddings(img[:5], txt[:5], refs[:5], alpha=0.5).save(out)
+    assert len(HybridIndex.load(out).references) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
+    meta = json.loads((out / "index.json").read_text())
+    assert meta["format"] == "hikari-rag-index" and meta["alpha"] == 0.5
+
+
+def test_load_errors_name_the_directory(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no index.json"):
+        HybridIndex.load(tmp_path)
+    (tmp_path / "index.json").write_text(json.dumps({"format": "other", "version": 1}))
+    with pytest.raises(ValueError, match="index.json"):
+        HybridIndex.load(tmp_path)
+
+
+def test_approximate_index_recall_on_clustered_data(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    n, clusters = 4000, 40
+    centres_i, centres_t = rng.normal(size=(clusters, D_IMG)), rng.normal(size=(clusters, D_TXT))
+    label = rng.integers(0, clusters, size=n)
+    img = _unit(centres_i[label] + 0.3 * rng.normal(size=(n, D_IMG)))
+    txt = _unit(centres_t[label] + 0.3 * rng.normal(size=(n, D_TXT)))
+    index = HybridIndex.from_embeddings(img, txt, _refs(n), alpha=0.9, approximate=True, nlist=40, nprobe=8)
+    ql = rng.integers(0, clusters, size=50)
+    qi = _unit(centres_i[ql] + 0.3 * rng.normal(size=(50, D_IMG)))
+    qt = _unit(centres_t[ql] + 0.3 * rng.normal(size=(50, D_TXT)))
+    exact = index.search(qi, qt, k=10)
+    approx = index.search(qi, qt, k=10, approximate=True)
+    recall = np.mean([len({h.row for h in a} & {h.row for h in e}) / 10 for a, e in zip(approx, exact, strict=True)])
+    assert recall >= 0.9
+    # refined scores are exact hybrid scores
+    brute = _brute(img, txt, qi[:1], qt[:1], 0.9)[0]
+    assert all(h.score == pytest.approx(brute[h.row], abs=1e-5) for h in approx[0])
+    again = HybridIndex.load(index.save(tmp_path / "ivf"))
+    assert again.search(qi, qt, k=10, approximate=True) == approx
+    with pytest.raises(ValueError, match="without an approximate"):
+        HybridIndex.from_embeddings(img[:50], txt[:50], _refs(50), alpha=0.9).search(qi, qt, k=3, approximate=True)
