@@ -37,6 +37,9 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path: Path, monkeypatch
         assert {"bleu_4", "rouge_1", "mention_rate"} <= set(metrics)
         assert isinstance(metrics["collapse_detected"], bool) and isinstance(metrics["collapse_cause"], str)
         assert Path(metrics["plot"]).is_file()
+    for key in ("without_refs", "k1", "k3"):
+        assert 0.0 <= saved["stage2_rag"][key] <= 100.0
+    assert (out / "sirius" / "stage2_rag.json").is_file()
     assert {"bleu_4", "rouge_1", "n"} <= set(saved["stage3"]["base"])  # the untrained reference point
     assert (out / "base.predictions.val.jsonl").is_file()
     for stage in ("subaru", "deneb", "stage3/rigel", "stage3/vega", "stage3/antares", "stage3/sts_safe"):

@@ -24,12 +24,16 @@ REFERENCE = ("The image shows a well demarcated brown plaque with irregular bord
              "the trunk; dermoscopy would help to exclude melanoma and a biopsy is recommended if it changes.")  # fmt: skip
 
 
-def _write_run(run_dir: Path, outputs: list[str], *, guard: dict | None = None, history: list | None = None) -> None:
+def _write_run(
+    run_dir: Path, outputs: list[str], *, guard: dict | None = None, history: list | None = None,
+    references: list[str] | None = None,
+) -> None:
     run_dir.mkdir(parents=True)
+    references = references or [REFERENCE] * len(outputs)
     lines = [
         {"id": str(i), "file_name": f"{i}.png", "task": "caption", "raw_output": o, "parsed": o,
-         "ground_truth": REFERENCE, "disease": "melanoma"}
-        for i, o in enumerate(outputs)
+         "ground_truth": r, "disease": "melanoma"}
+        for i, (o, r) in enumerate(zip(outputs, references))
     ]  # fmt: skip
     (run_dir / "predictions.val.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     metrics = {"train": {"log_history": history or []}, "eval": {"bleu_4": 1.0}, "guard": guard}
@@ -47,6 +51,19 @@ def test_diagnose_run_flags_previous_stage_one_liners_on_the_eval_set(tmp_path: 
     assert "previous-stage answers" in found["report"].cause
     assert "penalty-driven collapse" in found["report"].cause  # 40× ratio and a flat, negligible ΔW
     assert found["guard_fired"] is False  # the guard's own verdict is reported separately
+
+
+def test_templated_captions_are_low_diversity_not_collapse(tmp_path: Path) -> None:
+    varied = [REFERENCE, "A pink scaly patch on the elbow with silver scale, typical of psoriasis vulgaris.",
+              "Multiple violet flat papules on the wrist; lichen planus is likely, a biopsy can confirm it here."]
+    same = [REFERENCE] * 3  # reference-length, no one-liners, but the same text for every image
+    _write_run(tmp_path / "same", same, guard={"detected": False, "cause": "", "evidence": {}}, references=varied)
+    found = diagnose_run(tmp_path / "same")
+    assert not found["report"].detected  # not the published (short / one-liner) collapse
+    assert found["distinct_2"] == pytest.approx(1 / 3, abs=0.01) and found["reference_distinct_2"] > 0.9
+    assert found["low_diversity"]
+    _write_run(tmp_path / "varied", varied, guard={"detected": False, "cause": "", "evidence": {}}, references=varied)
+    assert not diagnose_run(tmp_path / "varied")["low_diversity"]
 
 
 def test_diagnose_run_stays_quiet_on_reference_like_captions(tmp_path: Path) -> None:
@@ -67,12 +84,12 @@ def test_plot_writes_a_png_with_loss_and_delta_w_curves(tmp_path: Path) -> None:
 
 def test_markdown_table_has_one_row_per_recipe_with_collapse_columns() -> None:
     rows = [
-        AblationRow("vega", "v", {"bleu_4": 12.345}, False, "", "", False, "", None, 0.5),
+        AblationRow("vega", "v", {"bleu_4": 12.345}, False, "", "", False, "", None, 0.5, 0.05, 0.34, True),
         AblationRow("antares", "a", {"bleu_4": 0.61}, True, "previous-stage answers", "m", True, "x", None, 1e-5),
     ]
     table = render_ablation_markdown(rows).splitlines()
     assert len(table) == 4
-    assert table[2].startswith("| vega | – | – | 12.35 |") and "| no |" in table[2]
+    assert table[2].startswith("| vega | – | – | 12.35 |") and "| 0.05 (low) | no |" in table[2]
     assert "| yes | previous-stage answers | yes |" in table[3]
 
 

@@ -159,6 +159,15 @@ def test_diagnose_names_penalty_driven_previous_stage_collapse() -> None:
     assert pinned.cause.startswith("penalty-driven") and "delta_w_negligible" in pinned.evidence["symptoms"]
 
 
+def test_diagnose_names_an_active_penalty_under_a_shrinking_adapter_even_at_a_small_gradient_ratio() -> None:
+    # Adam moves every element by ~lr: a steady penalty wins against a larger CE gradient (antares, beta 1, tiny)
+    shrinking = [(1, 0.0), (10, 2.0), (20, 1.2)]
+    r = diagnose(_probe(22, 0.53, 0.13), penalty_ratio=0.2, delta_w_history=shrinking)
+    assert r.cause == "penalty-driven collapse; previous-stage answers"
+    no_penalty = diagnose(_probe(22, 0.53, 0.13), penalty_ratio=0.0, delta_w_history=shrinking)
+    assert no_penalty.cause == "previous-stage answers"
+
+
 def test_diagnose_repetition_and_short_captions() -> None:
     assert diagnose(_probe(60, 0.0, 0.1)).cause == "degenerate repetition"
     assert diagnose(_probe(10, 0.0, 0.9)).cause == "short captions"

@@ -9,14 +9,14 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from hikari.demo import run_demo
+from hikari.demo import DEMO_ROWS, run_demo
 
 console = Console()
 
 
 def demo_command(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory for every demo artifact."),
-    n: int = typer.Option(600, "--n", help="Synthetic SkinCAP rows."),
+    n: int = typer.Option(DEMO_ROWS, "--n", help="Synthetic SkinCAP rows."),
     seed: int = typer.Option(0, "--seed", help="Seed for data synthesis and the tiny model."),
 ) -> None:
     """Synthesise SkinCAP, build the tiny Qwen3-VL, split + audit, and write runs/demo/report.{json,md}."""

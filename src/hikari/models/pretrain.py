@@ -12,7 +12,8 @@ whole model trained on image-text and text data):
    only 60 % of validation descriptions were right (with the warm-up: 65 % after 800);
 2. image-text + text: every parameter trains on a mix of
    - vision: "Describe the image." → a disease-free visual description (colour, shape, surface);
-   - language (text only, no image): clinical sentences from the synthetic caption generator, the four group
+   - language (text only, no image): clinical sentences and whole notes from the synthetic caption generator
+     (its own seed, no dataset row), the four group
      names and the Stage 2 answer sentence for each disease, so that the output layer and the language model
      know every word the stages must write. Without this a LoRA run cannot learn to emit a group or disease
      name: the frozen, randomly initialised lm_head rows of words never seen in pre-training are too small
@@ -40,14 +41,16 @@ from tqdm.auto import trange
 
 PRETRAIN_PROMPT = "Describe the image."
 LANGUAGE_PROMPT = "Write a clinical sentence about a skin condition."
+NOTE_PROMPT = "Write a clinical note about a skin condition."
 GROUP_PROMPT = "Write skin condition group number {number}."
 DIAGNOSIS_PROMPT = "Write a diagnosis sentence about {name}."
 # Descriptions open like the Stage 2 answer ("This image shows {disease}."), as a base VLM's captions often do:
 # the position where a stage must name the disease is then one where the base model already looks at the image.
 DESCRIPTION_START = "This image shows"
 # Share of the text-only samples drawn from each source (the rest are caption sentences).
-GROUP_SHARE = 0.2
-DIAGNOSIS_SHARE = 0.3
+GROUP_SHARE = 0.15
+DIAGNOSIS_SHARE = 0.2
+NOTE_SHARE = 0.35  # whole multi-sentence notes: the base knows how a clinical note flows, as a real LLM does
 
 # Seed offset of the pre-training pictures: the synthetic SkinCAP renders from seed, seed + 1e6 and seed + 2e6.
 PRETRAIN_SEED_BASE = 10_000_000
@@ -119,13 +122,21 @@ def generic_description(disease: str, rng: random.Random) -> str:
 
 def caption_sentences(seed: int, n_captions: int = 400) -> list[str]:
     """The sentences of `n_captions` synthetic captions (the clinical-sentence pool of the text-only task)."""
+    return [s.rstrip(".") + "." for c in clinical_notes(seed, n_captions) for s in c.split(". ") if s]
+
+
+def clinical_notes(seed: int, n_captions: int = 400) -> list[str]:
+    """`n_captions` whole synthetic captions from the caption generator's own seed space (text only: no
+    picture and no dataset row goes with them)."""
     from hikari.data.captions import caption_corpus
 
-    return [s.rstrip(".") + "." for c in caption_corpus(n=n_captions, seed=seed) for s in c.split(". ") if s]
+    return list(caption_corpus(n=n_captions, seed=seed))
 
 
-def language_samples(rng: random.Random, n: int, sentences: Sequence[str]) -> list[dict[str, Any]]:
-    """`n` text-only training samples: caption sentences, group names and Stage 2 answer sentences.
+def language_samples(
+    rng: random.Random, n: int, sentences: Sequence[str], notes: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """`n` text-only training samples: caption sentences, whole notes, group names and Stage 2 answer sentences.
 
     None has an image, so none can teach what a picture of a disease looks like; they teach the words.
     """
@@ -142,6 +153,8 @@ def language_samples(rng: random.Random, n: int, sentences: Sequence[str]) -> li
             disease = rng.choice(DISEASES)
             prompt = DIAGNOSIS_PROMPT.format(name=rng.choice(ALIASES.get(disease, (disease,))))
             target = P.stage2_target(disease)
+        elif notes and u < GROUP_SHARE + DIAGNOSIS_SHARE + NOTE_SHARE:
+            prompt, target = NOTE_PROMPT, rng.choice(notes)
         else:
             prompt, target = LANGUAGE_PROMPT, rng.choice(sentences)
         out.append({"messages": [{"role": "user", "content": [{"type": "text", "text": prompt}]}], "target": target})
@@ -302,6 +315,7 @@ def pretrain_tiny_vlm(
     processor = load_processor(str(model_dir))
     collator = VLMCollator(processor)
     corpus = PictureCorpus(n_pictures, seed=seed, max_size=max_image_size)
+    notes = clinical_notes(seed + 1)
     sentences = caption_sentences(seed + 1)
 
     warmup_losses: list[float] = []
@@ -322,7 +336,7 @@ def pretrain_tiny_vlm(
              "target": generic_description(corpus.disease(k), rng)}
             for k in (rng.randrange(len(corpus)) for _ in range(n_vision))
         ]  # fmt: skip
-        chosen += language_samples(rng, batch_size - n_vision, sentences)
+        chosen += language_samples(rng, batch_size - n_vision, sentences, notes)
         loss, _ = answer_token_loss(model, collator(chosen), None)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

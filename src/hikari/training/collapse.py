@@ -246,9 +246,9 @@ def diagnose(
 ) -> CollapseReport:
     """Symptoms of one probe (plus the gradient evidence) → a report; `detected` = the captions have symptoms.
 
-    A penalty that dominates the gradient is named as the cause only while ΔW is flat, shrinking or negligible
-    (Σ‖ΔW‖ < `DELTA_W_NEGLIGIBLE` · `base_norm`, the adapted modules' Σ‖W₀‖); on its own (healthy captions) it is
-    listed as a symptom but is not a collapse.
+    A penalty (on, and above all when it dominates the gradient) is named as the cause of collapsed captions
+    only while ΔW is flat, shrinking or negligible (Σ‖ΔW‖ < `DELTA_W_NEGLIGIBLE` · `base_norm`, the adapted
+    modules' Σ‖W₀‖); on its own (healthy captions) it is listed as a symptom but is not a collapse.
     """
     trend = delta_w_trend(delta_w_history)
     rel = delta_w_history[-1][1] / base_norm if delta_w_history and base_norm else None
@@ -283,7 +283,12 @@ def diagnose(
 
     causes: list[str] = []
     remedies: list[str] = []
-    if "penalty_dominates" in symptoms and pinned:
+    # A penalty that is on while the adapter is pinned or shrinking is named even when its gradient norm is the
+    # smaller one: under Adam every element moves by ~lr whatever the gradient's size, so a penalty that pulls
+    # each A element steadily towards zero wins against a larger but direction-changing CE gradient (measured
+    # on the tiny default: antares with beta 1.0 collapses into one-liners at a penalty/CE ratio of 0.2).
+    penalty_on = penalty_ratio is not None and penalty_ratio > 0
+    if pinned and ("penalty_dominates" in symptoms or penalty_on):
         causes.append("penalty-driven collapse")
         remedies.append("lower loss.beta or use loss.penalty=ibr_delta")
     assert probe is not None
