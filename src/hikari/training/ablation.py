@@ -98,14 +98,16 @@ def plot_run_curves(log_history: Sequence[dict[str, Any]], out: str | Path, *, t
         left.set_yscale("symlog", linthresh=1e-4)
     left.set_xlabel("step")
     left.set_title("loss components")
-    left.legend(fontsize=8)
+    if left.get_legend_handles_labels()[0]:
+        left.legend(fontsize=8)
     for key in ADAPTER_SERIES:
         steps, values = _series(log_history, key)
         if steps:
             right.plot(steps, values, marker=".", color="tab:purple", label="ΣΔW norm")
     right.set_xlabel("step")
     right.set_title("adapter change ‖scale·B·A‖")
-    right.legend(fontsize=8)
+    if right.get_legend_handles_labels()[0]:
+        right.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     import io
