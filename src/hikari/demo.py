@@ -14,14 +14,13 @@ writes its artifact under the run directory, so any stage can be rerun alone wit
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from hikari.models.tiny import TinyDims
-from hikari.utils.io import atomic_write_json, atomic_write_text
+from hikari.utils.io import Stopwatch, atomic_write_json, atomic_write_text
 
 # Longer image side in pixels for every demo picture (pre-training, stages, evaluation).
 DEMO_IMAGE_SIZE = 96
@@ -77,14 +76,8 @@ def run_demo(out: Path, *, n: int = DEMO_ROWS, seed: int = 0, console: Console |
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "data"
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = round(now - clock, 1)
-        clock = now
+    stopwatch = Stopwatch()
+    lap, timings = stopwatch.lap, stopwatch.timings
 
     console.rule("1/9 synthetic SkinCAP")
     synth = write_synthetic_skincap(data_dir, n=n, seed=seed)

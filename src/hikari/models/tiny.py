@@ -28,8 +28,6 @@ Weights depend only on `seed`; the tokenizer depends only on its training text.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +50,7 @@ from hikari.data.captions import caption_corpus
 from hikari.data.labels import ALIASES, DISEASES, GROUPS
 from hikari.data.prompts import all_prompt_texts, stage2_target
 from hikari.models.chat_template import QWEN3_VL_THINKING_CHAT_TEMPLATE
+from hikari.utils.io import atomic_directory
 
 # Qwen's control tokens, in the order Qwen's vocabulary lists them (the tokens Qwen3-VL never uses in
 # HIKARI — box/quad/object-ref/FIM — are left out). `special` follows Qwen3's tokenizer_config: the chat and
@@ -316,17 +315,9 @@ def build_tiny_qwen3vl(
         model = Qwen3VLForConditionalGeneration(config).to(torch.float32).eval()
     model.generation_config = tiny_generation_config(tokenizer)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 

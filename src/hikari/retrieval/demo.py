@@ -15,13 +15,12 @@ step, and ground-truth captions are never queries).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from hikari.utils.io import atomic_write_json
+from hikari.utils.io import Stopwatch, atomic_write_json
 
 
 def run_stage2_rag(
@@ -63,14 +62,8 @@ def run_stage2_rag(
     console = console or Console()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = round(now - clock, 1)
-        clock = now
+    stopwatch = Stopwatch()
+    lap, timings = stopwatch.lap, stopwatch.timings
 
     deneb_info = read_run_info(deneb_run_dir)
     previous = deneb_info.get("previous_run")

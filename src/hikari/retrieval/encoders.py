@@ -26,8 +26,6 @@ exercised by the offline tests.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from contextlib import contextmanager
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -35,6 +33,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from hikari.utils.io import atomic_directory
 
 ImageKind = Literal["projected", "cls", "remote"]
 TextKind = Literal["cls", "mean"]
@@ -375,19 +375,11 @@ def build_tiny_encoders(
         text_kind="mean", text_max_length=256, description=f"tiny random {image_arch} + tiny BERT (offline)",
     )  # fmt: skip
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as staging:
         image_model.eval().save_pretrained(staging / "image")
         processor.save_pretrained(staging / "image")
         text_model.eval().save_pretrained(staging / "text")
         tokenizer.save_pretrained(staging / "text")
         (staging / ENCODER_FILE).write_text(json.dumps(asdict(spec), indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 

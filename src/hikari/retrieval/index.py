@@ -31,8 +31,6 @@ On disk (`save`, atomic: written to a sibling temporary directory, then renamed 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +39,7 @@ from typing import Any, Literal
 import numpy as np
 
 from hikari.data.hashing import DEFAULT_HASH_THRESHOLD, _popcount
+from hikari.utils.io import atomic_directory
 
 INDEX_FORMAT = "hikari-rag-index"
 INDEX_VERSION = 1
@@ -353,9 +352,7 @@ class HybridIndex:
         out = Path(out)
         if out.exists() and not overwrite:
             raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        with atomic_directory(out) as staging:
             faiss.write_index(self.exact, str(staging / "exact.faiss"))
             if self.approx is not None:
                 faiss.write_index(self.approx, str(staging / "approx.faiss"))
@@ -363,16 +360,6 @@ class HybridIndex:
             (staging / "references.json").write_text(json.dumps(refs, ensure_ascii=False), encoding="utf-8")
             # Written last: a directory with index.json is complete.
             (staging / "index.json").write_text(json.dumps(asdict(self.info), indent=2) + "\n", encoding="utf-8")
-            if out.exists():
-                trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-                out.rename(trash / "old")
-                staging.rename(out)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                staging.rename(out)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return out
 
     @classmethod

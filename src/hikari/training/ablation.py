@@ -19,6 +19,7 @@ Results go to `OUT/ablation.json` and `OUT/ablation.md` (atomic writes); each re
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Sequence
@@ -110,8 +111,6 @@ def plot_run_curves(log_history: Sequence[dict[str, Any]], out: str | Path, *, t
         right.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    import io
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
@@ -214,6 +213,7 @@ def run_stage3_ablation(
         configs.append((name, config))
 
     rows: list[AblationRow] = []
+    order = {name: i for i, (name, _) in enumerate(configs)}
 
     def collect(name: str, run_dir: Path) -> None:
         rows.append(_row(name, run_dir, out))
@@ -221,8 +221,8 @@ def run_stage3_ablation(
         if console is not None:
             console.print(f"{name}: {row.metrics} collapse={row.collapse_detected} ({row.collapse_cause or '-'}), "
                           f"guard fired={row.guard_fired}")  # fmt: skip
-        ordered = sorted(rows, key=lambda r: [n for n, _ in configs].index(r.recipe))
-        atomic_write_json(out / "ablation.json", {"stage2_run": str(stage2_run), "rows": [asdict(r) for r in ordered]})
+        rows.sort(key=lambda r: order[r.recipe])
+        atomic_write_json(out / "ablation.json", {"stage2_run": str(stage2_run), "rows": [asdict(r) for r in rows]})
 
     if workers == 1:
         for name, config in configs:
@@ -242,7 +242,6 @@ def run_stage3_ablation(
             for name, config in configs:
                 futures[name].result()  # re-raises a worker's error
                 collect(name, Path(config.output_dir))
-    rows.sort(key=lambda r: [n for n, _ in configs].index(r.recipe))
     atomic_write_text(out / "ablation.md", render_ablation_markdown(rows))
     return rows
 
