@@ -184,8 +184,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         for method, rs in runs.items()
     }
-    from hikari.training.losses import auto_chunk_size
-
     naive, fused = results["naive"], results["fused"]
     diff = max(_rel_diff(grads["fused"][k], grads["naive"][k]) for k in grads["naive"])
     summary: dict[str, Any] = {
@@ -198,7 +196,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "tokens": args.tokens,
         "hidden": args.hidden,
         "vocab": args.vocab,
-        "chunk_size": args.chunk_size or auto_chunk_size(args.vocab),
+        # A trainable head is chunked over tokens, a frozen one over the vocabulary (online softmax).
+        "chunking": "tokens" if args.train_weight else "vocabulary",
+        "chunk_size": args.chunk_size or "auto",  # auto: one chunk's fp32 logits <= 64 MiB
         "lm_head_trainable": args.train_weight,
         "naive": naive,
         "fused": fused,

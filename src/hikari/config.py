@@ -138,6 +138,10 @@ class LossConfig(_Frozen):
     )
     beta: float = Field(0.01, ge=0, description="Penalty strength.")
     sigma2: float = Field(1.0, gt=0, description="Penalty prior variance.")
+    penalty_path: Literal["auto", "closed_form", "autograd"] = Field(
+        "auto", description="How the penalty's gradient is applied: closed_form (added to the gradients once per "
+        "step, before clipping), autograd (back-propagated), auto (closed_form unless DeepSpeed/FSDP/fp16 scaling)."
+    )
     ce_backend: Literal["auto", "torch", "liger", "cce"] = Field("auto", description="Fused CE implementation.")
 
     def sts_config(self) -> Any:

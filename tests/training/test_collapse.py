@@ -130,6 +130,36 @@ def test_penalty_gradient_ratio_matches_hand_computation_under_accumulation() ->
     assert not any(p._post_accumulate_grad_hooks for p in params)  # hooks removed after the step
 
 
+def test_trainer_measured_gradient_ratio_matches_hand_computation_and_sets_no_hooks() -> None:
+    """HikariTrainer's path: after the step's backward passes (CE only in the gradients), `finish_step_gradients`
+    hands the guard ‖∇penalty‖ and ‖∇CE‖, then adds the penalty's gradient; the guard sets no hooks."""
+    from hikari.training.losses import lora_factors
+    from hikari.training.trainer import finish_step_gradients
+
+    beta, sigma2 = 0.7, 2.0
+    model = _tiny_peft()
+    torch.manual_seed(1)
+    x, y = torch.randn(4, 6), torch.randn(4, 3)
+    params = [p for n, p in model.named_parameters() if "lora_" in n]
+    guard = CollapseGuard(policy="warn", penalty="ibr_ab", beta=beta, sigma2=sigma2, grad_every=10)
+    guard.gradients_from_trainer = True
+    guard.on_step_begin(None, SimpleNamespace(global_step=9), TrainerControl(), model=model)
+    assert not any(p._post_accumulate_grad_hooks for p in params)
+
+    ((model(x) - y) ** 2).mean().backward()
+    ce = [p.grad.clone() for p in params]
+    hand_ce = math.sqrt(sum(float(g.square().sum()) for g in ce))
+    hand_pen = math.sqrt(sum(float((beta * p / sigma2).square().sum()) for p in params))
+    value = finish_step_gradients(lora_factors(model), "ibr_ab", beta, sigma2, guards=[guard], step=10)
+    assert guard.ratio_history == [(10, pytest.approx(hand_pen / hand_ce, rel=1e-5))]
+    assert guard._pending["guard/ce_grad_norm"] == pytest.approx(hand_ce, rel=1e-5)
+    assert value.item() == pytest.approx(beta * sum(float(p.square().sum()) for p in params) / (2 * sigma2))
+    for p, g in zip(params, ce, strict=True):
+        torch.testing.assert_close(p.grad, g + beta * p.detach() / sigma2)
+    finish_step_gradients(lora_factors(model), "ibr_ab", beta, sigma2, guards=[guard], step=11)
+    assert len(guard.ratio_history) == 1  # step 11 is not a measured step
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The decision on hand-made probes
 # ---------------------------------------------------------------------------------------------------------------

@@ -13,9 +13,13 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from hikari.training.losses import (
-    auto_chunk_size,
+    auto_token_chunk,
+    auto_vocab_chunk,
     fused_weighted_cross_entropy,
+    add_to_grads,
+    lora_factors,
     lora_penalty,
+    lora_penalty_gradients,
     naive_weighted_cross_entropy,
     resolve_backend,
 )
@@ -65,10 +69,12 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-12))
 
 
-@pytest.mark.parametrize("chunk_size", [1, 7, N, N + 5, None])
-@pytest.mark.parametrize("bias", [False, True])
-def test_fused_matches_naive_in_fp32(chunk_size: int | None, bias: bool) -> None:
-    p = _problem(torch.float32, bias=bias)
+# A trainable head (or bias) takes the token-chunked path, a frozen one the vocabulary-chunked online softmax; the
+# chunk sizes divide neither N = 37 nor V = 50, and V + 5 / N + 5 make one chunk larger than the whole.
+@pytest.mark.parametrize("chunk_size", [1, 7, N, N + 5, V + 5, None])
+@pytest.mark.parametrize(("bias", "train_weight"), [(False, True), (True, True), (False, False)])
+def test_fused_matches_naive_in_fp32(chunk_size: int | None, bias: bool, train_weight: bool) -> None:
+    p = _problem(torch.float32, bias=bias, train_weight=train_weight)
     loss_f, grads_f = _run(fused_weighted_cross_entropy, p, chunk_size=chunk_size, backend="torch")
     loss_n, grads_n = _run(naive_weighted_cross_entropy, p)
     torch.testing.assert_close(loss_f, loss_n, rtol=1e-5, atol=1e-5)
@@ -80,9 +86,12 @@ def test_fused_matches_naive_in_fp32(chunk_size: int | None, bias: bool) -> None
         assert _rel_err(gf, gn) < 1e-5  # max abs difference relative to the largest gradient entry
 
 
-@pytest.mark.parametrize("chunk_size", [1, 7, N + 5])
-def test_fused_in_bf16_is_as_close_to_fp32_as_the_naive_bf16(chunk_size: int) -> None:
-    p = _problem(torch.bfloat16, bias=True)
+@pytest.mark.parametrize("chunk_size", [1, 7, V + 5])
+@pytest.mark.parametrize("train_weight", [True, False])
+def test_fused_in_bf16_is_as_close_to_fp32_as_the_naive_bf16(chunk_size: int, train_weight: bool) -> None:
+    p = _problem(torch.bfloat16, bias=True, train_weight=train_weight)
+    if not train_weight:  # a frozen head with a frozen bias: the vocabulary-chunked path
+        p["bias"].requires_grad_(False)
     loss_f, grads_f = _run(fused_weighted_cross_entropy, p, chunk_size=chunk_size, backend="torch")
     loss_n, grads_n = _run(naive_weighted_cross_entropy, p)
     ref = {k: (v.detach().float().requires_grad_(v.requires_grad) if torch.is_tensor(v) and v.is_floating_point()
@@ -91,7 +100,10 @@ def test_fused_in_bf16_is_as_close_to_fp32_as_the_naive_bf16(chunk_size: int) ->
     assert loss_f.dtype == torch.float32
     assert _rel_err(loss_f, loss_r) < 1e-3
     for gf, gn, gr in zip(grads_f, grads_n, grads_r):
-        assert gf is not None and gn is not None and gr is not None
+        if gr is None:
+            assert gf is None and gn is None
+            continue
+        assert gf is not None and gn is not None
         assert gf.dtype == torch.bfloat16
         assert _rel_err(gf, gr) <= max(2 * _rel_err(gn, gr), 2e-2)
 
@@ -102,6 +114,21 @@ def test_frozen_lm_head_gets_no_gradient_and_hidden_gradient_is_exact() -> None:
     _, (gh_n, _, _) = _run(naive_weighted_cross_entropy, p)
     assert gw is None and p["weight"].grad is None
     assert gh is not None and _rel_err(gh, gh_n) < 1e-5
+
+
+def test_online_softmax_is_stable_when_the_largest_logit_moves_between_chunks() -> None:
+    """Logits in the hundreds, with each row's maximum in a different vocabulary chunk: the running max must be
+    rescaled (no overflow, no lost mass), matching the full-logits path."""
+    p = _problem(torch.float32, train_weight=False)
+    with torch.no_grad():
+        p["hidden"].mul_(40.0)
+        logits = p["hidden"] @ p["weight"].t()
+    assert float(logits.abs().max()) > 100 and len(set((logits.argmax(1) // 3).tolist())) > 5
+    loss_f, (gh, _, _) = _run(fused_weighted_cross_entropy, p, chunk_size=3, backend="torch")
+    loss_n, (gh_n, _, _) = _run(naive_weighted_cross_entropy, p)
+    assert torch.isfinite(loss_f)
+    torch.testing.assert_close(loss_f, loss_n, rtol=1e-5, atol=1e-3)
+    assert gh is not None and gh_n is not None and _rel_err(gh, gh_n) < 1e-5
 
 
 def test_ignored_and_zero_weight_tokens_get_zero_gradient_and_stats_count_right() -> None:
@@ -165,11 +192,12 @@ class _LargestTensor(TorchDispatchMode):
         return out
 
 
-def test_fused_never_materialises_the_full_logits() -> None:
+@pytest.mark.parametrize("train_weight", [True, False])
+def test_fused_never_materialises_the_full_logits(train_weight: bool) -> None:
     n, h, v, chunk = 64, 4, 50, 8  # n*v = 3200 elements; every other tensor is far smaller
     g = torch.Generator().manual_seed(1)
     hidden = torch.randn(n, h, generator=g, requires_grad=True)
-    weight = torch.randn(v, h, generator=g, requires_grad=True)
+    weight = torch.randn(v, h, generator=g, requires_grad=train_weight)
     targets = torch.randint(0, v, (n,), generator=g)
     with _LargestTensor() as fused:
         loss, _ = fused_weighted_cross_entropy(hidden, weight, targets, chunk_size=chunk, backend="torch")
@@ -177,7 +205,8 @@ def test_fused_never_materialises_the_full_logits() -> None:
     with _LargestTensor() as naive:
         naive_weighted_cross_entropy(hidden, weight, targets).backward()
     assert naive.largest == n * v  # the check can see the logits when they exist
-    assert fused.largest <= chunk * v
+    # Token chunks: chunk × V logits; vocabulary chunks: N × chunk logits (the (V, H) weight is an input).
+    assert fused.largest <= (chunk * v if train_weight else max(n * chunk, v * h))
 
 
 def test_input_validation_and_backend_resolution() -> None:
@@ -195,7 +224,9 @@ def test_input_validation_and_backend_resolution() -> None:
     assert resolve_backend("auto", torch.device("cpu")) == "torch"
     with pytest.raises(ValueError, match="CUDA only"):
         resolve_backend("liger", torch.device("cpu"))
-    assert auto_chunk_size(151_936) == 110 and auto_chunk_size(64) == 2**18
+    assert auto_token_chunk(151_936) == 110 and auto_token_chunk(64) == 2**18
+    assert auto_vocab_chunk(4096, 151_936) == 4096 and auto_vocab_chunk(10**6, 151_936) == 256
+    assert auto_vocab_chunk(10, 151_936) == 151_936
 
 
 # --- optional CUDA backends ----------------------------------------------------------------------------------
@@ -305,3 +336,35 @@ def test_penalty_skips_frozen_adapters_and_fails_without_lora() -> None:
         lora_penalty(model, "l2")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no trainable PEFT LoRA"):
         lora_penalty(torch.nn.Linear(3, 3), "ibr_ab")
+
+
+@pytest.mark.parametrize("kind", ["ibr_ab", "ibr_delta"])
+@pytest.mark.parametrize("use_rslora", [False, True])
+def test_closed_form_penalty_gradient_equals_autograd(kind: str, use_rslora: bool) -> None:
+    """The trainer adds `lora_penalty_gradients` to .grad instead of back-propagating `lora_penalty`: same value,
+    same gradient for every trainable LoRA tensor (B made non-zero, so ibr_delta's gradient is not trivially 0;
+    one adapter half-frozen, so only trainable tensors get one)."""
+    model = _peft_model(use_rslora)
+    with torch.no_grad():
+        for m in _lora_modules(model):
+            m.lora_B["default"].weight.normal_()
+    _lora_modules(model)[0].lora_A["default"].weight.requires_grad_(False)
+    beta, sigma2 = 0.3, 0.5
+    penalty = lora_penalty(model, kind, beta=beta, sigma2=sigma2)  # type: ignore[arg-type]
+    penalty.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+
+    value, params, grads = lora_penalty_gradients(lora_factors(model), kind, beta, sigma2)  # type: ignore[arg-type]
+    assert value.item() == pytest.approx(penalty.item(), rel=1e-6)
+    assert not value.requires_grad and all(not g.requires_grad for g in grads)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in params} == set(expected)  # the frozen A is left out
+    add_to_grads(params, grads)  # no .grad yet: assigned
+    add_to_grads(params, grads)  # then accumulated
+    for name, p in model.named_parameters():
+        if name in expected:
+            torch.testing.assert_close(p.grad, 2 * expected[name], rtol=1e-5, atol=1e-7)
+        else:
+            assert p.grad is None, name
+    assert lora_penalty_gradients(lora_factors(model), "none")[1] == []

@@ -3,7 +3,9 @@
 Two CPU processes (gloo) with configs/accelerate/ddp.yaml must train exactly like one process with the same
 global batch: same step-1 loss, same parameters after two plain-SGD steps (which needs HikariTrainer's loss to
 be normalised by the token count of *all* processes and multiplied back by the process count that DDP divides
-by), and identical parameters on both ranks. The DeepSpeed configs cannot run here (no GPU, no deepspeed); they
+by), and identical parameters on both ranks. Both runs carry the original IBR penalty: the two processes add
+its closed-form gradient after DDP's all-reduce, the single process back-propagates it, so equal updates also
+show the penalty applied once per step across processes. The DeepSpeed configs cannot run here (no GPU, no deepspeed); they
 are checked for what they hand the Trainer: every batch/accumulation/clipping value left to the recipe.
 """
 
@@ -47,9 +49,10 @@ def _free_port() -> int:
 def test_two_processes_train_like_one_with_the_same_global_batch(
     tmp_path: Path, tiny_model_dir: Path, synth_dir: Path, synth_split: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def overrides(out: Path, batch_size: int, grad_accum: int) -> list[str]:
+    def overrides(out: Path, batch_size: int, grad_accum: int, penalty_path: str = "auto") -> list[str]:
         extra = [f"model.base={tiny_model_dir}", *SGD, f"train.batch_size={batch_size}",
-                 f"train.grad_accum={grad_accum}"]
+                 f"train.grad_accum={grad_accum}", "loss.penalty=ibr_ab", "loss.beta=0.2",
+                 f"loss.penalty_path={penalty_path}"]  # fmt: skip
         return tiny_overrides(data_dir=synth_dir, split=synth_split, output_dir=out, steps=2, extra=extra)
 
     # 2 processes x batch 1 x accumulation 2 = the global batch of 4 that one process sees at batch 4.
@@ -69,7 +72,8 @@ def test_two_processes_train_like_one_with_the_same_global_batch(
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the reference runs on CPU like the workers
     single = train_captured(
-        load_config(resolve_recipe("altair"), overrides(tmp_path / "single", 4, 1)), tmp_path / "single_capture"
+        load_config(resolve_recipe("altair"), overrides(tmp_path / "single", 4, 1, "autograd")),
+        tmp_path / "single_capture",
     )
     ddp_metrics = json.loads((ddp_out / "metrics.json").read_text(encoding="utf-8"))["train"]
     ddp_losses = step_losses(ddp_metrics["log_history"])

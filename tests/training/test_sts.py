@@ -3,6 +3,7 @@ normalisation, and alignment with collator-style label tensors — on two differ
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from hikari.data.labels import ALIASES, DISEASES
 from hikari.training.sts import (
     MEDICAL_PATTERN,
     STSConfig,
+    _is_space,
+    _lexicon_fragments,
     batch_token_weights,
     medical_spans,
     sentence_spans,
@@ -144,6 +147,35 @@ def test_lexicon_covers_diseases_aliases_families_and_skincon_words() -> None:
     found = {text[s:e].lower() for s, e in medical_spans(text)}
     assert {"desquamative", "flat-topped", "hyperpigmented", "macules", "extensor", "asymmetric",
             "telangiectasias", "purpura", "salmon", "biopsies"} <= found
+
+
+def _flat_pattern() -> re.Pattern[str]:
+    """The lexicon as one flat alternation, longest term first: what MEDICAL_PATTERN factors by first letter."""
+    return re.compile(r"\b(?:" + "|".join(_lexicon_fragments()) + ")", re.IGNORECASE)
+
+
+def test_factored_lexicon_pattern_matches_exactly_like_the_flat_alternation(train_records: list) -> None:
+    flat = _flat_pattern()
+    texts = [CAPTION, *(r.caption for r in train_records), "Squamous cell carcinoma in situ; squamous; MOLES, molecular, Acne vulgaris."]
+    for text in texts:
+        assert [m.span() for m in MEDICAL_PATTERN.finditer(text)] == [m.span() for m in flat.finditer(text)], text
+    assert sum(len(medical_spans(t)) for t in texts) > len(texts)  # the check compares real matches
+
+
+def test_factored_lexicon_pattern_on_the_original_captions(reference_dir: Path) -> None:
+    from hikari.evaluation.predictions import read_predictions
+
+    flat = _flat_pattern()
+    texts = {p.ground_truth for path in sorted(reference_dir.glob("results_caption_*.json"))
+             for p in read_predictions(path)}  # fmt: skip
+    assert len(texts) > 50  # the original's validation captions (99 distinct)
+    for text in texts:
+        assert [m.span() for m in MEDICAL_PATTERN.finditer(text)] == [m.span() for m in flat.finditer(text)], text
+
+
+def test_vectorised_whitespace_test_agrees_with_str_isspace() -> None:
+    text = "".join(chr(c) for c in range(0x3100)) + "é 😀\u2028\x1c"  # every whitespace code point and more
+    assert _is_space(text).tolist() == [c.isspace() for c in text]
 
 
 def test_lexicon_matches_at_word_starts_and_short_words_whole() -> None:

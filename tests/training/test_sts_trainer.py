@@ -61,15 +61,17 @@ def _one_step(config_overrides: list[str], out: Path) -> tuple[dict[str, torch.T
     return seen["before"], after
 
 
+@pytest.mark.parametrize("path", ["closed_form", "autograd"])
 def test_penalty_is_applied_once_per_optimizer_step(
-    tiny_model_dir: Path, synth_dir: Path, synth_split: Path, tmp_path: Path
+    tiny_model_dir: Path, synth_dir: Path, synth_split: Path, tmp_path: Path, path: str
 ) -> None:
-    """update(with ibr_ab) - update(without) == -lr * beta * p / sigma2, whatever the accumulation (4 here)."""
+    """update(with ibr_ab) - update(without) == -lr * beta * p / sigma2, whatever the accumulation (4 here), with
+    the penalty's gradient added in closed form or back-propagated."""
     lr, beta, sigma2 = 0.5, 0.2, 2.0
     common = [
         f"model.base={tiny_model_dir}", "train.optim=sgd", f"train.learning_rate={lr}", "train.warmup_steps=0",
         "train.lr_scheduler=constant", "train.weight_decay=0.0", "train.max_grad_norm=0.0", "train.batch_size=1",
-        "train.grad_accum=4", "data.oversample=false", "data.augment=false",
+        "train.grad_accum=4", "data.oversample=false", "data.augment=false", f"loss.penalty_path={path}",
     ]  # fmt: skip
 
     def run(name: str, extra: list[str]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -83,6 +85,36 @@ def test_penalty_is_applied_once_per_optimizer_step(
         torch.testing.assert_close(before2[name], p0)  # same seeded start
         expected = -lr * beta * p0 / sigma2  # gradient of beta * |p|^2 / (2 sigma2), applied once
         torch.testing.assert_close(penalised[name] - plain[name], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_closed_form_and_autograd_penalties_train_alike_with_clipping(
+    tiny_model_dir: Path, synth_dir: Path, synth_split: Path, tmp_path: Path
+) -> None:
+    """ibr_delta (non-zero gradient from step 2 on, when B has moved), accumulation 2, and a clipping threshold
+    that binds: the closed-form gradient must be added before clipping, exactly where autograd puts it."""
+    common = [
+        f"model.base={tiny_model_dir}", "train.optim=sgd", "train.learning_rate=0.5", "train.warmup_steps=0",
+        "train.lr_scheduler=constant", "train.weight_decay=0.0", "train.max_grad_norm=0.05", "train.batch_size=1",
+        "train.grad_accum=2", "data.oversample=false", "data.augment=false", "loss.penalty=ibr_delta",
+        "loss.beta=50.0",
+    ]  # fmt: skip
+    runs = {}
+    for path in ("closed_form", "autograd"):
+        overrides = tiny_overrides(data_dir=synth_dir, split=synth_split, output_dir=tmp_path / path, steps=3,
+                                   extra=[*common, f"loss.penalty_path={path}"])  # fmt: skip
+        runs[path] = _one_step(overrides, tmp_path / path)
+    (start_c, end_c), (start_a, end_a) = runs["closed_form"], runs["autograd"]
+    moved = 0.0
+    for name, p0 in start_c.items():
+        torch.testing.assert_close(start_a[name], p0)
+        torch.testing.assert_close(end_c[name], end_a[name], rtol=1e-4, atol=1e-6)
+        moved += float((end_c[name] - p0).norm())
+    assert moved > 0
+    logs = [json.loads((tmp_path / p / "metrics.json").read_text(encoding="utf-8"))["train"]["log_history"]
+            for p in runs]  # fmt: skip
+    penalties = [[h["loss/penalty"] for h in log if "loss/penalty" in h] for log in logs]
+    assert penalties[0] and penalties[0] == pytest.approx(penalties[1], rel=1e-4)
+    assert max(penalties[0]) > 0
 
 
 @pytest.mark.parametrize("name", ["antares", "antares_ckpt", "antares_as_run"])

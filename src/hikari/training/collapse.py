@@ -7,12 +7,14 @@ gradient on A yet — and the adapter is held near zero while the merged previou
 
 `CollapseGuard` is a `transformers.TrainerCallback` that measures, cheaply and during training:
 
-* every `grad_every` optimizer steps, on the trainable LoRA tensors, ‖∇penalty‖ / ‖∇CE‖. The penalty gradient
-  comes from `torch.autograd.grad` on `lora_penalty` (the same function the trainer adds); the CE gradient is the
-  accumulated gradient minus it. It is read by post-accumulate-grad hooks on the measured step only, i.e. after
-  the last micro-batch's backward and *before* gradient clipping (transformers calls `on_pre_optimizer_step`
-  after clipping, when the CE share can no longer be separated). Under DDP the hooks see the local gradient
-  (before the all-reduce), so the CE norm is one process's — an upper bound of the averaged one;
+* every `grad_every` optimizer steps, on the trainable LoRA tensors, ‖∇penalty‖ / ‖∇CE‖, both before gradient
+  clipping. `HikariTrainer` measures them itself at the end of the step's backward passes, where the gradients
+  hold the CE part alone (it adds the penalty's closed-form gradient afterwards), and hands them over with
+  `record_gradient_norms`; its guards then set no hooks. With any other trainer (or when the penalty must go
+  through autograd: DeepSpeed, FSDP, fp16 loss scaling) the guard reads post-accumulate-grad hooks on the measured
+  step — the accumulated gradient minus the penalty's closed-form gradient (`lora_penalty_gradients`) is the CE
+  part (transformers calls `on_pre_optimizer_step` after clipping, when it could no longer be separated). Under
+  DDP those hooks see the local gradient (before the all-reduce), an upper bound of the averaged one;
 * the adapter's weight change Σ over adapted modules ‖scale·B·A‖_F (`lora_delta_norm`), tracked over steps;
 * every `probe_every` steps and at the last step, greedy captions of a few fixed probe images from the in-memory
   model: mean length vs the references (words), distinct-2 over all outputs, the share of outputs that are a
@@ -42,7 +44,7 @@ from hikari.data import prompts as P
 from hikari.data.labels import DISEASES, GROUPS
 from hikari.evaluation.captions import disease_mention_rate
 from hikari.inference.parsing import strip_thinking
-from hikari.training.losses import _lora_factors, lora_penalty
+from hikari.training.losses import LoraFactor, lora_delta_norm_sum, lora_factors, lora_penalty_gradients
 
 logger = logging.getLogger(__name__)
 
@@ -145,29 +147,16 @@ def probe_metrics(
 # ---------------------------------------------------------------------------------------------------------------
 def lora_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The trainable LoRA tensors (lora_A/lora_B weights, embedding A/B) of a PEFT model, in module order."""
-    from peft.tuners.lora import LoraLayer
-
-    params: list[torch.nn.Parameter] = []
-    for module in model.modules():
-        if not isinstance(module, LoraLayer):
-            continue
-        for name in module.lora_A:
-            params += [m.weight for m in (module.lora_A[name], module.lora_B[name]) if m.weight.requires_grad]
-        for name in module.lora_embedding_A:
-            params += [p for p in (module.lora_embedding_A[name], module.lora_embedding_B[name]) if p.requires_grad]
-    return params
+    return [p for f in lora_factors(model) for p in (f.a, f.b) if p.requires_grad]
 
 
 @torch.no_grad()
-def lora_delta_norm(model: torch.nn.Module) -> float:
+def lora_delta_norm(model: torch.nn.Module, *, factors: Sequence[LoraFactor] | None = None) -> float:
     """Σ over adapted modules of ‖scale · B · A‖_F (A (r, in), B (out, r)), via r × r Gram matrices:
-    ‖BA‖²_F = Σ (BᵀB) ∘ (AAᵀ), so the (out, in) product is never formed."""
-    total: torch.Tensor | float = 0.0
-    for a, b, scale in _lora_factors(model):
-        a32, b32 = a.float(), b.float()
-        sq = ((b32.t() @ b32) * (a32 @ a32.t())).sum().clamp_min(0.0)  # rounding can make a tiny value negative
-        total = total + abs(scale) * sq.sqrt().to(a.device if not torch.is_tensor(total) else total.device)
-    return float(total)  # one host sync for all modules
+    ‖BA‖²_F = Σ (BᵀB) ∘ (AAᵀ), so the (out, in) product is never formed; modules of one shape are batched.
+    `factors` (from `lora_factors(model)`) saves the walk over the model's modules."""
+    factors = lora_factors(model) if factors is None else factors
+    return float(lora_delta_norm_sum(factors)) if factors else 0.0  # one host sync for all modules
 
 
 @torch.no_grad()
@@ -182,13 +171,13 @@ def lora_base_norm(model: torch.nn.Module) -> float:
 def penalty_gradients(
     model: torch.nn.Module, params: Sequence[torch.nn.Parameter], kind: str, beta: float, sigma2: float
 ) -> list[torch.Tensor]:
-    """∇ of `lora_penalty(model, kind, beta, sigma2)` wrt `params` (zeros for "none" or β = 0)."""
+    """∇ of `lora_penalty(model, kind, beta, sigma2)` wrt `params`, in closed form (zeros for "none", β = 0 or a
+    tensor the penalty does not involve)."""
     if kind == "none" or beta == 0:
         return [torch.zeros_like(p) for p in params]
-    with torch.enable_grad():
-        penalty = lora_penalty(model, kind, beta, sigma2)  # type: ignore[arg-type]
-        grads = torch.autograd.grad(penalty, list(params), allow_unused=True)
-    return [g.detach() if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)]
+    _, penalised, grads = lora_penalty_gradients(lora_factors(model), kind, beta, sigma2)  # type: ignore[arg-type]
+    by_id = {id(p): g for p, g in zip(penalised, grads, strict=True)}
+    return [by_id[id(p)].to(p.dtype) if id(p) in by_id else torch.zeros_like(p) for p in params]
 
 
 def gradient_ratio(total: Sequence[torch.Tensor], penalty: Sequence[torch.Tensor]) -> tuple[float, float, float]:
@@ -391,6 +380,9 @@ class CollapseGuard(TrainerCallback):
         self._pending: dict[str, float] = {}
         self._hooks: list[Any] = []
         self._measure: dict[str, Any] | None = None
+        self._factors: list[LoraFactor] | None = None
+        # True when the trainer measures the gradient norms and calls `record_gradient_norms` (no hooks then).
+        self.gradients_from_trainer = False
 
     # -- gradient measurement ------------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
@@ -398,9 +390,21 @@ class CollapseGuard(TrainerCallback):
             self._record_delta_w(state.global_step, model)
         return control
 
+    def measures_gradients_at(self, step: int) -> bool:
+        """Whether optimizer step `step` (1-based) is one whose gradient norms the guard records."""
+        return self.policy != "off" and (step == 1 or step % self.grad_every == 0)
+
+    def record_gradient_norms(self, step: int, penalty_norm: float, ce_norm: float) -> None:
+        """Take ‖∇penalty‖ and ‖∇CE‖ (LoRA tensors, before clipping) of optimizer step `step` from a trainer that
+        measures them itself (`gradients_from_trainer = True`; HikariTrainer does)."""
+        ratio = penalty_norm / ce_norm if ce_norm > 0 else (math.inf if penalty_norm > 0 else 0.0)
+        self.ratio_history.append((step, ratio))
+        self._pending.update({"guard/penalty_grad_ratio": ratio, "guard/penalty_grad_norm": penalty_norm,
+                              "guard/ce_grad_norm": ce_norm})  # fmt: skip
+
     def on_step_begin(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
         step = state.global_step + 1  # the step about to run
-        if self.policy == "off" or model is None or not (step == 1 or step % self.grad_every == 0):
+        if self.gradients_from_trainer or model is None or not self.measures_gradients_at(step):
             return control
         params = lora_parameters(model)
         if not params:
@@ -431,12 +435,7 @@ class CollapseGuard(TrainerCallback):
         if m["seen"]:
             g_sq = float(torch.stack([v[0].cpu() for v in m["seen"].values()]).sum())
             dot = float(torch.stack([v[1].cpu() for v in m["seen"].values()]).sum())
-            ce = math.sqrt(max(g_sq - 2 * dot + pen_sq, 0.0))
-            pen = math.sqrt(pen_sq)
-            ratio = pen / ce if ce > 0 else (math.inf if pen > 0 else 0.0)
-            self.ratio_history.append((m["step"], ratio))
-            self._pending.update({"guard/penalty_grad_ratio": ratio, "guard/penalty_grad_norm": pen,
-                                  "guard/ce_grad_norm": ce})  # fmt: skip
+            self.record_gradient_norms(m["step"], math.sqrt(pen_sq), math.sqrt(max(g_sq - 2 * dot + pen_sq, 0.0)))
         return control
 
     def on_step_end(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
@@ -470,11 +469,13 @@ class CollapseGuard(TrainerCallback):
     def _record_delta_w(self, step: int, model: torch.nn.Module) -> None:
         if self.delta_w_history and self.delta_w_history[-1][0] == step:
             return
-        if not _lora_factors(model):
+        if self._factors is None:
+            self._factors = lora_factors(model)  # the adapters stay the same objects for the whole run
+        if not self._factors:
             return
         if self.base_norm is None:
             self.base_norm = lora_base_norm(model)
-        value = lora_delta_norm(model)
+        value = lora_delta_norm(model, factors=self._factors)
         self.delta_w_history.append((step, value))
         self._pending["guard/delta_w_norm"] = value
         if self.base_norm:

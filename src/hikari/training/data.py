@@ -191,7 +191,14 @@ class VLMCollator:
         self.tokenizer.padding_side = "right"
         enc = self.processor(text=prompts, images=images or None, padding=True, return_tensors="pt")
         prompt_lens = enc["attention_mask"].sum(-1).tolist()
-        answer_ids = self.tokenizer(completions, add_special_tokens=False)["input_ids"]
+        encoded = None
+        if self.sts is not None:  # tokenized once, with the character offsets the STS weights need
+            from hikari.training.sts import encode_with_offsets
+
+            encoded = encode_with_offsets(self.tokenizer, completions)
+            answer_ids = encoded[0]
+        else:
+            answer_ids = self.tokenizer(completions, add_special_tokens=False)["input_ids"]
         rows, label_rows, mm_rows = [], [], []
         for b, (n_prompt, answer) in enumerate(zip(prompt_lens, answer_ids, strict=True)):
             keep = max(0, min(len(answer), self.max_length - n_prompt))
@@ -225,7 +232,8 @@ class VLMCollator:
             from hikari.training.sts import batch_token_weights
 
             targets = [item["target"] for item in items]
-            out["loss_weights"] = batch_token_weights(out["labels"], completions, targets, self.tokenizer, self.sts)
+            out["loss_weights"] = batch_token_weights(out["labels"], completions, targets, self.tokenizer, self.sts,
+                                                      encoded=encoded)  # fmt: skip
         return out
 
 

@@ -2,11 +2,18 @@
 
 `fused_weighted_cross_entropy` returns Σ_t w_t · CE_t for hidden states (N, H) and an LM-head weight (V, H).
 Qwen3-VL's vocabulary is 151,936 entries: 4,096 supervised tokens would need 2.5 GB of fp32 logits, and as much
-again for their gradient. The fused version walks over token chunks, computes each chunk's logits, its loss and
-*already in the forward pass* its gradients with respect to the hidden states (and the LM-head weight and bias
-when they are trainable), then throws the chunk's logits away. Backward only scales those stored gradients by
-the upstream gradient (the approach of Liger-Kernel's fused linear cross-entropy). Only one chunk's logits exist
-at any time.
+again for their gradient. The fused version computes the loss *and already in the forward pass* its gradients,
+one chunk of logits at a time, and throws each chunk away; backward only scales the stored gradients by the
+upstream gradient (the approach of Liger-Kernel's fused linear cross-entropy). Two ways to chunk:
+
+- **Frozen LM head** (LoRA; the trainer's case): chunks over the *vocabulary*, all tokens at once, with an online
+  softmax (the running max / sum rescaling of FlashAttention): for each vocabulary chunk c, logits_c = X W_cᵀ,
+  then acc ← acc·e^(m_old − m_new) + e^(logits_c − m_new) W_c. At the end ∂CE/∂X = acc / Σe − W[target]. Two
+  matrix products per chunk, as many as the full-logits path, and every product has all N rows — on a CPU this
+  is as fast as (or faster than) the naive path, where token chunks of ~100 rows against the 151,936-row head
+  ran 1.6× slower.
+- **Trainable LM head or bias**: the weight gradient needs the normalised softmax of every logit, so this path
+  chunks over *tokens*, computing each chunk's full-vocabulary logits, loss and gradients.
 
 The caller normalises: divide the returned sum by the number of supervised tokens (STS `normalize="mean"` or
 `"none"`) or by Σw over the optimizer step (`"global"`); `CEStats` carries both counts and the unweighted CE
@@ -21,10 +28,12 @@ it as it is.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -36,10 +45,11 @@ BACKENDS = ("auto", "torch", "liger", "cce")
 PENALTIES = ("ibr_ab", "ibr_delta", "none")
 LIGER_MIN_VERSION = (0, 8, 2)  # earlier releases return wrong gradients for reduction="none" (Liger issue #968)
 
-# Auto chunk size: as many tokens as keep one chunk's fp32 logits within this many bytes (~110 tokens for
-# Qwen's 151,936-entry vocabulary). Smaller chunks cost launch overhead, larger ones memory; at this size the
-# chunk matmuls are still large (110 × H × V) and the logits of a chunk stay ~2% of the full (N, V) tensor.
+# Auto chunk sizes keep one chunk's fp32 logits within this many bytes: ~110 tokens × the full 151,936-entry
+# vocabulary (token chunks), or 4,096 vocabulary entries × 4,096 tokens (vocabulary chunks). At these sizes the
+# chunk matmuls are still large and a chunk's logits stay ~2–3% of the full (N, V) tensor.
 CHUNK_LOGITS_BYTES = 64 * 2**20
+MIN_VOCAB_CHUNK = 256  # narrower vocabulary chunks make the products inefficient; costs N × 256 fp32 at most
 
 
 @dataclass(frozen=True)
@@ -51,9 +61,15 @@ class CEStats:
     ce_sum: torch.Tensor  # Σ CE over supervised tokens, unweighted
 
 
-def auto_chunk_size(vocab_size: int) -> int:
-    """Tokens per chunk such that one chunk's fp32 logits take at most `CHUNK_LOGITS_BYTES`."""
+def auto_token_chunk(vocab_size: int) -> int:
+    """Tokens per chunk (trainable LM head) such that one chunk's fp32 logits take at most `CHUNK_LOGITS_BYTES`."""
     return max(1, CHUNK_LOGITS_BYTES // (4 * vocab_size))
+
+
+def auto_vocab_chunk(n_tokens: int, vocab_size: int) -> int:
+    """Vocabulary entries per chunk (frozen LM head) for `n_tokens` rows: one chunk's fp32 logits within
+    `CHUNK_LOGITS_BYTES`, at least `MIN_VOCAB_CHUNK` entries, at most the vocabulary."""
+    return max(1, min(vocab_size, max(MIN_VOCAB_CHUNK, CHUNK_LOGITS_BYTES // (4 * max(1, n_tokens)))))
 
 
 def _check_inputs(
@@ -90,6 +106,129 @@ def _prepare(
     return w, valid, valid.sum()
 
 
+def _token_chunked(
+    x: torch.Tensor,  # (K, H) supervised rows
+    weight: torch.Tensor,  # (V, H)
+    bias: torch.Tensor | None,  # (V,)
+    t: torch.Tensor,  # (K,) target ids
+    wk: torch.Tensor,  # (K,) fp32 token weights
+    chunk_size: int,
+    need_h: bool,
+    need_w: bool,
+    need_b: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Chunks of `chunk_size` tokens against the whole vocabulary: (Σw·CE, ΣCE, ∂/∂x, ∂/∂weight (fp32), ∂/∂bias)."""
+    k, h = x.shape
+    v = weight.shape[0]
+    dtype, device = x.dtype, x.device
+    loss = torch.zeros((), dtype=torch.float32, device=device)
+    ce_total = torch.zeros((), dtype=torch.float32, device=device)
+    grad_x = torch.empty((k, h), dtype=dtype, device=device) if need_h else None
+    # Weight/bias gradients accumulate over chunks in fp32 (a bf16 running sum would lose the small chunks).
+    grad_w = torch.zeros((v, h), dtype=torch.float32, device=weight.device) if need_w else None
+    grad_b = torch.zeros((v,), dtype=torch.float32, device=weight.device) if need_b else None
+    # Two chunk buffers reused by every chunk: logits in the input dtype (reused for the gradient cast back to it)
+    # and the fp32 log-softmax (turned into the logits gradient in place). Reuse keeps the allocator out of the
+    # loop (on CPU every fresh buffer of this size is a new mmap that page-faults on first touch).
+    c_max = max(1, min(chunk_size, k))
+    logits_buf = torch.empty((c_max, v), dtype=dtype, device=device)
+    logp_buf = torch.empty((c_max, v), dtype=torch.float32, device=device)
+    rows = torch.arange(c_max, device=device)
+    for start in range(0, k, chunk_size):
+        end = min(start + chunk_size, k)
+        c = end - start
+        xc, tc, wc = x[start:end], t[start:end], wk[start:end]
+        # Logits in the input dtype (tensor cores for bf16), log-softmax in fp32.
+        logits = logits_buf[:c]
+        if bias is not None:
+            torch.addmm(bias, xc, weight.t(), out=logits)
+        else:
+            torch.mm(xc, weight.t(), out=logits)
+        logp = torch.log_softmax(logits, dim=1, dtype=torch.float32, out=logp_buf[:c])  # (C, V)
+        ce = -logp.gather(1, tc.unsqueeze(1)).squeeze(1)
+        loss += (ce * wc).sum()
+        ce_total += ce.sum()
+        if not (need_h or need_w or need_b):
+            continue
+        # d(Σ w·CE)/d logits = w · (softmax − onehot), built in place in the log-softmax buffer.
+        grad_logits = logp.exp_()
+        grad_logits[rows[:c], tc] -= 1.0
+        grad_logits.mul_(wc.unsqueeze(1))
+        if grad_b is not None:
+            grad_b += grad_logits.sum(0)
+        # The input dtype, as autograd would feed the matmul (fp32: the same buffer, no copy).
+        g = grad_logits if dtype == torch.float32 else logits.copy_(grad_logits)
+        if grad_x is not None:
+            torch.mm(g, weight, out=grad_x[start:end])
+        if grad_w is not None:
+            if dtype == torch.float32:
+                grad_w.addmm_(g.t(), xc)
+            else:
+                grad_w += g.t() @ xc
+    return loss, ce_total, grad_x, grad_w, grad_b
+
+
+def _vocab_chunked(
+    x: torch.Tensor,  # (K, H) supervised rows
+    weight: torch.Tensor,  # (V, H), frozen
+    bias: torch.Tensor | None,  # (V,), frozen
+    t: torch.Tensor,  # (K,) target ids
+    wk: torch.Tensor,  # (K,) fp32 token weights
+    chunk_size: int,
+    need_h: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """All tokens against chunks of `chunk_size` vocabulary entries, online softmax: (Σw·CE, ΣCE, ∂/∂x).
+
+    Per chunk: logits_c = x W_cᵀ (+ b_c), m' = max(m, rowmax logits_c), p = e^(logits_c − m'),
+    s ← s·e^(m − m') + Σp, acc ← acc·e^(m − m') + p W_c. After the last chunk log Σe^logits = m + log s and
+    ∂CE/∂x = acc / s − W[target] — the softmax-weighted sum of head rows minus the target's row.
+    """
+    k, h = x.shape
+    v = weight.shape[0]
+    dtype, device = x.dtype, x.device
+    c_max = max(1, min(chunk_size, v))
+    logits_buf = torch.empty((k, c_max), dtype=dtype, device=device)
+    # fp32 exponentials; for fp32 inputs the logits buffer itself (exponentiated in place).
+    p_buf = logits_buf if dtype == torch.float32 else torch.empty((k, c_max), dtype=torch.float32, device=device)
+    prod_buf = None if dtype == torch.float32 or not need_h else torch.empty((k, h), dtype=dtype, device=device)
+    running_max = torch.full((k,), float("-inf"), dtype=torch.float32, device=device)
+    running_sum = torch.zeros((k,), dtype=torch.float32, device=device)
+    acc = torch.zeros((k, h), dtype=torch.float32, device=device) if need_h else None
+    target_logit = torch.zeros((k,), dtype=torch.float32, device=device)
+    for start in range(0, v, chunk_size):
+        end = min(start + chunk_size, v)
+        c = end - start
+        w_c = weight[start:end]
+        logits = logits_buf[:, :c]
+        if bias is not None:
+            torch.addmm(bias[start:end], x, w_c.t(), out=logits)
+        else:
+            torch.mm(x, w_c.t(), out=logits)
+        # The target's logit, as the full-logits path rounds it (the input dtype), taken before exp overwrites it.
+        local = t - start
+        inside = (local >= 0) & (local < c)
+        picked = logits.gather(1, local.clamp(0, c - 1).unsqueeze(1)).squeeze(1).float()
+        target_logit = torch.where(inside, picked, target_logit)
+        new_max = torch.maximum(running_max, logits.amax(1).float())
+        p = torch.sub(logits, new_max.unsqueeze(1), out=p_buf[:, :c]).exp_()
+        rescale = (running_max - new_max).exp_()  # 0 at the first chunk (e^-inf)
+        running_sum.mul_(rescale).add_(p.sum(1))
+        running_max = new_max
+        if acc is None:
+            continue
+        acc.mul_(rescale.unsqueeze(1))
+        if dtype == torch.float32:
+            acc.addmm_(p, w_c)
+        else:  # the input dtype, as autograd would feed the matmul; summed over chunks in fp32
+            acc.add_(torch.mm(logits.copy_(p), w_c, out=prod_buf))
+    ce = running_max + running_sum.log() - target_logit
+    grad_x = None
+    if acc is not None:
+        acc.div_(running_sum.unsqueeze(1)).sub_(weight.index_select(0, t).float()).mul_(wk.unsqueeze(1))
+        grad_x = acc if dtype == torch.float32 else acc.to(dtype)
+    return (ce * wk).sum(), ce.sum(), grad_x
+
+
 class _FusedLinearWeightedCE(torch.autograd.Function):
     """Σ w·CE(hidden @ weightᵀ + bias, targets), gradients computed chunk by chunk in forward."""
 
@@ -102,11 +241,9 @@ class _FusedLinearWeightedCE(torch.autograd.Function):
         targets: torch.Tensor,  # (N,) ids, any valid id at ignored positions
         w: torch.Tensor,  # (N,) fp32, 0 at ignored positions
         valid: torch.Tensor,  # (N,) bool, the supervised positions
-        chunk_size: int,
+        chunk_size: int | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        n, h = hidden.shape
-        v = weight.shape[0]
-        dtype = hidden.dtype
+        n = hidden.shape[0]
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need_b = bias is not None and ctx.needs_input_grad[2]
 
@@ -117,54 +254,21 @@ class _FusedLinearWeightedCE(torch.autograd.Function):
         x = hidden.index_select(0, keep) if compact else hidden
         t = targets.index_select(0, keep) if compact else targets
         wk = w.index_select(0, keep) if compact else w
-        k = x.shape[0]
 
-        loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        ce_total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        grad_x = torch.empty((k, h), dtype=dtype, device=hidden.device) if need_h else None
-        # Weight/bias gradients accumulate over chunks in fp32 (a bf16 running sum would lose the small chunks).
-        grad_w = torch.zeros((v, h), dtype=torch.float32, device=weight.device) if need_w else None
-        grad_b = torch.zeros((v,), dtype=torch.float32, device=weight.device) if need_b else None
-        # Two chunk buffers reused by every chunk: logits in the input dtype (reused for the gradient cast back
-        # to it) and the fp32 log-softmax (turned into the logits gradient in place). Reuse keeps the allocator
-        # out of the loop (on CPU every fresh buffer of this size is a new mmap that page-faults on first touch).
-        c_max = max(1, min(chunk_size, k))
-        logits_buf = torch.empty((c_max, v), dtype=dtype, device=hidden.device)
-        logp_buf = torch.empty((c_max, v), dtype=torch.float32, device=hidden.device)
-        rows = torch.arange(c_max, device=hidden.device)
-
-        for start in range(0, k, chunk_size):
-            end = min(start + chunk_size, k)
-            c = end - start
-            xc, tc, wc = x[start:end], t[start:end], wk[start:end]
-            # Logits in the input dtype (tensor cores for bf16), log-softmax in fp32.
-            logits = logits_buf[:c]
-            if bias is not None:
-                torch.addmm(bias, xc, weight.t(), out=logits)
-            else:
-                torch.mm(xc, weight.t(), out=logits)
-            logp = torch.log_softmax(logits, dim=1, dtype=torch.float32, out=logp_buf[:c])  # (C, V)
-            ce = -logp.gather(1, tc.unsqueeze(1)).squeeze(1)
-            loss += (ce * wc).sum()
-            ce_total += ce.sum()
-            if not (need_h or need_w or need_b):
-                continue
-            # d(Σ w·CE)/d logits = w · (softmax − onehot), built in place in the log-softmax buffer.
-            grad_logits = logp.exp_()
-            grad_logits[rows[:c], tc] -= 1.0
-            grad_logits.mul_(wc.unsqueeze(1))
-            if grad_b is not None:
-                grad_b += grad_logits.sum(0)
-            # The input dtype, as autograd would feed the matmul (fp32: the same buffer, no copy).
-            g = grad_logits if dtype == torch.float32 else logits.copy_(grad_logits)
-            if grad_x is not None:
-                torch.mm(g, weight, out=grad_x[start:end])
-            if grad_w is not None:
-                if dtype == torch.float32:
-                    grad_w.addmm_(g.t(), xc)
-                else:
-                    grad_w += g.t() @ xc
-        del logits_buf, logp_buf
+        grad_w = grad_b = None
+        if x.shape[0] == 0:
+            loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            ce_total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            grad_x = torch.zeros_like(x) if need_h else None
+            grad_w = torch.zeros_like(weight) if need_w else None
+            grad_b = torch.zeros_like(bias) if need_b and bias is not None else None
+        elif need_w or need_b:
+            size = chunk_size if chunk_size is not None else auto_token_chunk(weight.shape[0])
+            loss, ce_total, grad_x, grad_w, grad_b = _token_chunked(x, weight, bias, t, wk, size, need_h, need_w,
+                                                                    need_b)
+        else:
+            size = chunk_size if chunk_size is not None else auto_vocab_chunk(x.shape[0], weight.shape[0])
+            loss, ce_total, grad_x = _vocab_chunked(x, weight, bias, t, wk, size, need_h)
 
         grad_hidden = None
         if grad_x is not None:
@@ -273,7 +377,10 @@ def fused_weighted_cross_entropy(
         targets: (N,) next-token ids; `ignore_index` marks positions without a target.
         token_weights: (N,) per-token loss weights (e.g. STS), treated as constants; None = all 1.
         ignore_index: target id that contributes nothing.
-        chunk_size: tokens per chunk; None = `auto_chunk_size(V)` (one chunk's fp32 logits ≤ 64 MiB).
+        chunk_size: the chunk's length along the chunked dimension: vocabulary entries when neither the LM head
+            nor its bias needs a gradient (online softmax over vocabulary chunks, all tokens at once), tokens when
+            one does (each token chunk against the whole vocabulary). None = `auto_vocab_chunk(N, V)` or
+            `auto_token_chunk(V)`: one chunk's fp32 logits ≤ 64 MiB.
         bias: optional (V,) LM-head bias.
         backend: "torch" (this module, any device), "liger" (Liger-Kernel ≥ 0.8.2), "cce" (Cut Cross-Entropy),
             or "auto" (`resolve_backend`: on CUDA liger, else cce when there is no bias, else torch; torch
@@ -289,9 +396,7 @@ def fused_weighted_cross_entropy(
     w, valid, n_tokens = _prepare(hidden, targets, token_weights, weight.shape[0], ignore_index)
     name = resolve_backend(backend, hidden.device, has_bias=bias is not None)
     if name == "torch":
-        if chunk_size is None:
-            chunk_size = auto_chunk_size(weight.shape[0])
-        if chunk_size < 1:
+        if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         safe_targets = torch.where(targets == ignore_index, torch.zeros_like(targets), targets)
         if not torch.is_grad_enabled():  # evaluation: detached inputs, so forward computes no gradients
@@ -326,24 +431,96 @@ def naive_weighted_cross_entropy(
 # ---------------------------------------------------------------------------------------------------------------
 # Penalties on LoRA tensors
 # ---------------------------------------------------------------------------------------------------------------
-def _lora_factors(model: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
-    """(A (r, in), B (out, r), scaling) of every trainable adapter of every PEFT LoRA layer in `model`."""
+@dataclass(frozen=True)
+class LoraFactor:
+    """One trainable adapter of a PEFT LoRA layer: its A and B tensors (as stored; conv LoRA A is (r, in, k, k))
+    and its scaling. The weight change is scale · B·A (embedding LoRA: its transpose)."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+    scale: float
+
+    def matrices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A as (r, in) and B as (out, r): views, so that autograd reaches the stored tensors."""
+        return self.a.reshape(self.a.shape[0], -1), self.b.reshape(self.b.shape[0], -1)
+
+
+@dataclass
+class _ShapeGroup:
+    """Adapters with the same (A shape, B shape, device), computed on as one batch."""
+
+    members: list[LoraFactor]
+    scales: dict[torch.device, torch.Tensor] = field(default_factory=dict)  # (G,) fp32 scale², per device
+
+    def __post_init__(self) -> None:
+        self.a = [m.a for m in self.members]
+        self.b = [m.b for m in self.members]
+        self.plain = all(t.dim() == 2 and t.requires_grad for t in (*self.a, *self.b))  # no reshape, all trainable
+
+    def scale2(self) -> torch.Tensor:
+        device = self.a[0].device
+        if device not in self.scales:
+            self.scales[device] = torch.tensor([m.scale**2 for m in self.members], dtype=torch.float32,
+                                               device=device)  # fmt: skip
+        return self.scales[device]
+
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp32 (G, r, in) A and (G, out, r) B."""
+        if self.plain:
+            return torch.stack(self.a).float(), torch.stack(self.b).float()
+        pairs = [m.matrices() for m in self.members]
+        return torch.stack([p[0] for p in pairs]).float(), torch.stack([p[1] for p in pairs]).float()
+
+
+class LoraFactors(tuple):  # type: ignore[type-arg]
+    """A tuple of `LoraFactor`s that also keeps their grouping by shape (computed on first use), so that the
+    batched penalty computations do not regroup and rebuild per-group tensors on every step."""
+
+    @functools.cached_property
+    def groups(self) -> list[_ShapeGroup]:
+        return _group_by_shape(self)
+
+
+def lora_factors(model: torch.nn.Module) -> LoraFactors:
+    """Every trainable adapter (A or B requires grad) of every PEFT LoRA layer in `model`, in module order.
+
+    The result holds the parameters themselves; it stays valid for as long as the adapters are not replaced (a
+    trainer computes it once)."""
     from peft.tuners.lora import LoraLayer  # lazy: importing peft is slow and only penalties need it
 
-    factors: list[tuple[torch.Tensor, torch.Tensor, float]] = []
+    factors: list[LoraFactor] = []
     for module in model.modules():
         if not isinstance(module, LoraLayer):
             continue
         for name in module.lora_A:
             a, b = module.lora_A[name].weight, module.lora_B[name].weight
             if a.requires_grad or b.requires_grad:
-                # Conv LoRA: A (r, in, k, k), B (out, r, 1, 1) -> flatten to the matrix product's factors.
-                factors.append((a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1), float(module.scaling[name])))
+                factors.append(LoraFactor(a, b, float(module.scaling[name])))
         for name in module.lora_embedding_A:
             a, b = module.lora_embedding_A[name], module.lora_embedding_B[name]
             if a.requires_grad or b.requires_grad:
-                factors.append((a, b, float(module.scaling[name])))
-    return factors
+                factors.append(LoraFactor(a, b, float(module.scaling[name])))
+    return LoraFactors(factors)
+
+
+def _group_by_shape(factors: Sequence[LoraFactor]) -> list[_ShapeGroup]:
+    groups: dict[tuple[Any, ...], list[LoraFactor]] = {}
+    for f in factors:
+        groups.setdefault((tuple(f.a.shape), tuple(f.b.shape), f.a.device), []).append(f)
+    return [_ShapeGroup(members) for members in groups.values()]
+
+
+def _shape_groups(factors: Sequence[LoraFactor]) -> list[_ShapeGroup]:
+    """The factors grouped by (A shape, B shape, device), so that each group runs as one batched product; cached
+    when `factors` is a `LoraFactors`."""
+    return factors.groups if isinstance(factors, LoraFactors) else _group_by_shape(factors)
+
+
+def _check_penalty(kind: str, beta: float, sigma2: float) -> None:
+    if kind not in PENALTIES:
+        raise ValueError(f"unknown LoRA penalty {kind!r}; valid: {', '.join(PENALTIES)}")
+    if beta < 0 or sigma2 <= 0:
+        raise ValueError(f"lora_penalty needs beta >= 0 and sigma2 > 0, got beta={beta}, sigma2={sigma2}")
 
 
 def lora_penalty(
@@ -351,6 +528,8 @@ def lora_penalty(
     kind: Literal["ibr_ab", "ibr_delta", "none"] = "ibr_ab",
     beta: float = 0.01,
     sigma2: float = 1.0,
+    *,
+    factors: Sequence[LoraFactor] | None = None,
 ) -> torch.Tensor:
     """A 0-dim fp32 penalty on the trainable LoRA adapters of a PEFT model, differentiable wrt them.
 
@@ -362,22 +541,21 @@ def lora_penalty(
       Gram matrices, never the (out, in) product.
     - "none": a zero tensor (no gradient).
 
-    Apply once per optimizer step (see the module docstring). Raises ValueError when `kind` is unknown or when
-    an IBR penalty finds no trainable LoRA tensor (it would silently do nothing).
+    `factors` (from `lora_factors(model)`) saves the walk over the model's modules when the caller keeps them.
+    Apply once per optimizer step (see the module docstring); `lora_penalty_gradients` gives the same value and
+    its gradient without an autograd graph. Raises ValueError when `kind` is unknown or when an IBR penalty finds
+    no trainable LoRA tensor (it would silently do nothing).
     """
-    if kind not in PENALTIES:
-        raise ValueError(f"unknown LoRA penalty {kind!r}; valid: {', '.join(PENALTIES)}")
-    if beta < 0 or sigma2 <= 0:
-        raise ValueError(f"lora_penalty needs beta >= 0 and sigma2 > 0, got beta={beta}, sigma2={sigma2}")
+    _check_penalty(kind, beta, sigma2)
     if kind == "none":
         return torch.zeros((), dtype=torch.float32)
-    factors = _lora_factors(model)
+    factors = lora_factors(model) if factors is None else factors
     if not factors:
         raise ValueError(f"lora_penalty({kind!r}): the model has no trainable PEFT LoRA tensors")
-    device = factors[0][0].device
+    device = factors[0].a.device
     if kind == "ibr_ab":
         # One fused norm over every trainable tensor (torch._foreach_norm), not two reductions per module.
-        params = [p if p.dtype == torch.float32 else p.float() for a, b, _ in factors for p in (a, b) if p.requires_grad]
+        params = [p if p.dtype == torch.float32 else p.float() for f in factors for p in (f.a, f.b) if p.requires_grad]
         by_device: dict[torch.device, list[torch.Tensor]] = {}
         for p in params:
             by_device.setdefault(p.device, []).append(p)
@@ -385,14 +563,95 @@ def lora_penalty(
     else:
         # ‖BA‖²_F = trace(AᵀBᵀBA) = trace((BᵀB)(AAᵀ)) = Σ_ij (BᵀB)_ij (AAᵀ)_ij (both symmetric). Modules with the
         # same factor shapes are stacked and done in one batched product (a few kernels instead of ~5 per module).
-        groups: dict[tuple[Any, ...], list[tuple[torch.Tensor, torch.Tensor, float]]] = {}
-        for a, b, scale in factors:
-            groups.setdefault((tuple(a.shape), tuple(b.shape), a.device), []).append((a, b, scale))
         total = torch.zeros((), dtype=torch.float32, device=device)
-        for members in groups.values():
-            a = torch.stack([m[0] for m in members]).float()  # (G, r, in)
-            b = torch.stack([m[1] for m in members]).float()  # (G, out, r)
-            scales = torch.tensor([m[2] ** 2 for m in members], dtype=torch.float32, device=a.device)
+        for group in _shape_groups(factors):
+            a, b = group.stacked()
             gram = (torch.bmm(b.transpose(1, 2), b) * torch.bmm(a, a.transpose(1, 2))).sum((1, 2))
-            total = total + (scales * gram).sum().to(device)
+            total = total + (group.scale2() * gram).sum().to(device)
     return beta * total / (2.0 * sigma2)
+
+
+@torch.no_grad()
+def lora_penalty_gradients(
+    factors: Sequence[LoraFactor],
+    kind: Literal["ibr_ab", "ibr_delta", "none"] = "ibr_ab",
+    beta: float = 0.01,
+    sigma2: float = 1.0,
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """`lora_penalty` and its gradient in closed form, without an autograd graph: (value, params, grads).
+
+    `params` are the trainable A/B tensors of `factors`, `grads[i]` (fp32, `params[i]`'s shape) is
+    ∂penalty/∂params[i]:
+    - "ibr_ab": β/σ² · p;
+    - "ibr_delta": β/σ² · scale² · B(AAᵀ) for B and β/σ² · scale² · (BᵀB)A for A (per shape group, batched).
+    A trainer adds these to the accumulated gradients once per optimizer step, before clipping — the same update
+    as back-propagating `lora_penalty`, at the cost of a few fused kernels instead of a graph per step.
+    """
+    _check_penalty(kind, beta, sigma2)
+    if kind == "none" or not factors:
+        return torch.zeros((), dtype=torch.float32), [], []
+    coef = beta / sigma2
+    device = factors[0].a.device
+    params: list[torch.Tensor] = []
+    grads: list[torch.Tensor] = []
+    if kind == "ibr_ab":
+        params = [p for f in factors for p in (f.a, f.b) if p.requires_grad]
+        fp32 = [p if p.dtype == torch.float32 else p.float() for p in params]
+        grads = torch._foreach_mul(fp32, coef)
+        norms = torch._foreach_norm(fp32)
+        total = torch.stack([n.to(device) for n in norms]).square().sum()
+        return beta * total / (2.0 * sigma2), params, list(grads)
+    total = torch.zeros((), dtype=torch.float32, device=device)
+    for group in _shape_groups(factors):
+        a, b = group.stacked()
+        scales = group.scale2()
+        aat = torch.bmm(a, a.transpose(1, 2))  # (G, r, r)
+        btb = torch.bmm(b.transpose(1, 2), b)  # (G, r, r)
+        total = total + (scales * (btb * aat).sum((1, 2))).sum().to(device)
+        s = (scales * coef).view(-1, 1, 1)
+        grad_a = torch.bmm(btb, a).mul_(s)  # (G, r, in)
+        grad_b = torch.bmm(b, aat).mul_(s)  # (G, out, r)
+        if group.plain:  # every tensor trainable and 2-D: the slices are the gradients as they are
+            params += group.a + group.b
+            grads += [*grad_a.unbind(0), *grad_b.unbind(0)]
+            continue
+        for m, ga, gb in zip(group.members, grad_a.unbind(0), grad_b.unbind(0), strict=True):
+            for p, g in ((m.a, ga), (m.b, gb)):
+                if p.requires_grad:
+                    params.append(p)
+                    grads.append(g if g.dim() == p.dim() else g.view(p.shape))  # conv LoRA: back to (r, in, k, k)
+    return beta * total / (2.0 * sigma2), params, grads
+
+
+@torch.no_grad()
+def lora_delta_norm_sum(factors: Sequence[LoraFactor]) -> torch.Tensor:
+    """0-dim fp32 Σ over `factors` of ‖scale · B · A‖_F (the adapter's weight change), from the r × r Gram
+    matrices (‖BA‖²_F = Σ (BᵀB) ∘ (AAᵀ)), modules of one shape batched; never forms the (out, in) product."""
+    if not factors:
+        return torch.zeros((), dtype=torch.float32)
+    device = factors[0].a.device
+    total = torch.zeros((), dtype=torch.float32, device=device)
+    for group in _shape_groups(factors):
+        a, b = group.stacked()
+        sq = (torch.bmm(b.transpose(1, 2), b) * torch.bmm(a, a.transpose(1, 2))).sum((1, 2)).mul_(group.scale2())
+        total = total + sq.clamp_min(0.0).sqrt().sum().to(device)  # √(s²·‖BA‖²) = |s|·‖BA‖; rounding may give < 0  # rounding: a tiny square may be < 0
+    return total
+
+
+@torch.no_grad()
+def add_to_grads(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> None:
+    """p.grad += g for every pair (one fused foreach add per dtype/device); a missing p.grad becomes g."""
+    current = [p.grad for p in params]
+    if all(g is not None and g.dtype == torch.float32 for g in current):  # the usual case: fp32 LoRA gradients
+        torch._foreach_add_(current, [g.to(c.device) for g, c in zip(grads, current, strict=True)])
+        return
+    present: dict[tuple[torch.dtype, torch.device], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+    for p, g in zip(params, grads, strict=True):
+        if p.grad is None:
+            p.grad = g.to(dtype=p.dtype, device=p.device, copy=True)
+        else:
+            dst, src = present.setdefault((p.grad.dtype, p.grad.device), ([], []))
+            dst.append(p.grad)
+            src.append(g.to(p.grad))
+    for dst, src in present.values():
+        torch._foreach_add_(dst, src)

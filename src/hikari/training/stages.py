@@ -227,6 +227,7 @@ def run_training(config: RunConfig, *, resume: bool = False, evaluate: bool | No
         sigma2=lc.sigma2,
         normalize=lc.normalize if lc.sts else "mean",
         ce_backend=lc.ce_backend,
+        penalty_path=lc.penalty_path,
     )
     checkpoint = last_checkpoint(out) if resume else None
     if resume and checkpoint is None:

@@ -12,19 +12,34 @@ materialised — weights are all 1 without STS. The original silently fell back 
 returned no logits; here the weighted path is the only path, and every logging step records that it ran
 (`sts/mean_weight`, `sts/supervised_tokens`) next to `loss/ce`, `loss/weighted_ce` and `loss/penalty`.
 
-A LoRA penalty (IBR) is added exactly once per optimizer step: 1/k of it on each of the k accumulated
-micro-batches, and not scaled by the process count (every rank computes the same penalty; DDP averages).
+A LoRA penalty (IBR) is applied exactly once per optimizer step and not scaled by the process count (every rank
+computes the same penalty). By default its gradient is added in closed form (`lora_penalty_gradients`, a few
+fused kernels, no autograd graph) to the accumulated gradients after the step's last backward pass and before
+gradient clipping — after DDP's all-reduce, so every rank adds the same term once. Where the gradients are not
+plain, complete `.grad` tensors at that point (DeepSpeed, FSDP, fp16 loss scaling) the penalty goes through
+autograd instead: 1/k of it on each of the k accumulated micro-batches. Both give the same update (tested).
+At the same point the trainer measures the CE and penalty gradient norms for a `CollapseGuard`.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback
 
+from hikari.training.collapse import CollapseGuard
 from hikari.training.data import IGNORE_INDEX
-from hikari.training.losses import fused_weighted_cross_entropy, lora_penalty
+from hikari.training.losses import (
+    LoraFactor,
+    add_to_grads,
+    fused_weighted_cross_entropy,
+    lora_factors,
+    lora_penalty,
+    lora_penalty_gradients,
+)
 from hikari.training.sts import shifted_token_weights
 
 
@@ -81,12 +96,50 @@ def answer_token_loss(
     return loss_sum / denom, stats
 
 
+PENALTY_PATHS = ("auto", "closed_form", "autograd")
+
+
+def _norm(tensors: Sequence[torch.Tensor]) -> float:
+    """‖(t₁, …, t_n)‖ as one vector (0.0 for none); one fused norm, one host sync."""
+    if not tensors:
+        return 0.0
+    device = tensors[0].device
+    return math.sqrt(float(torch.stack([n.float().to(device) for n in torch._foreach_norm(list(tensors))]).square().sum()))
+
+
+def finish_step_gradients(
+    factors: Sequence[LoraFactor],
+    penalty: str,
+    beta: float,
+    sigma2: float,
+    *,
+    guards: Sequence[CollapseGuard] = (),
+    step: int = 0,
+) -> torch.Tensor:
+    """End of an optimizer step's backward passes, before clipping: hand the CE and penalty gradient norms of the
+    LoRA tensors to the `guards` that measure optimizer step `step` (1-based), then add the penalty's closed-form
+    gradient to the accumulated gradients. Returns the penalty value (0-dim, detached)."""
+    value, params, grads = lora_penalty_gradients(factors, penalty, beta, sigma2)  # type: ignore[arg-type]
+    measuring = [g for g in guards if g.measures_gradients_at(step)]
+    if measuring:
+        lora = [p for f in factors for p in (f.a, f.b) if p.requires_grad]
+        ce_norm = _norm([p.grad for p in lora if p.grad is not None])  # CE alone until the penalty is added below
+        pen_norm = _norm(grads)
+        for guard in measuring:
+            guard.record_gradient_norms(step, pen_norm, ce_norm)
+    if params:
+        add_to_grads(params, grads)
+    return value
+
+
 class HikariTrainer(Trainer):
     """Trainer whose loss is normalised once per optimizer step over all micro-batches and processes.
 
     Args (besides the Trainer's): `penalty` ("none" | "ibr_ab" | "ibr_delta"), `beta`, `sigma2` (the LoRA
     penalty), `normalize` ("mean" | "none": divide by the supervised-token count; "global": by Σ token weights
-    over the step), `ce_backend` (fused CE backend: auto | torch | liger | cce).
+    over the step), `ce_backend` (fused CE backend: auto | torch | liger | cce), `penalty_path` ("auto":
+    closed-form gradient where the gradients allow it, else autograd; "closed_form" or "autograd" to force one —
+    see the module docstring).
     """
 
     loss_is_scaled_for_ga = True  # compute_loss already divides by the step's global count
@@ -99,6 +152,7 @@ class HikariTrainer(Trainer):
         sigma2: float = 1.0,
         normalize: str = "mean",
         ce_backend: str = "auto",
+        penalty_path: str = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -110,7 +164,24 @@ class HikariTrainer(Trainer):
         lora_penalty(self.model, penalty, beta, sigma2)  # validates kind/beta/sigma2 and that LoRA tensors exist
         self.penalty, self.beta, self.sigma2 = penalty, beta, sigma2
         self.normalize, self.ce_backend = normalize, ce_backend
-        self._window: dict[str, float] = {}
+        self._window: dict[str, Any] = {}
+        if penalty_path not in PENALTY_PATHS:
+            raise ValueError(f"unknown penalty_path {penalty_path!r}; valid: {', '.join(PENALTY_PATHS)}")
+        # The closed form needs every rank's complete, unscaled gradient in each LoRA tensor's .grad after the last
+        # backward pass: not so under DeepSpeed/FSDP (sharded or flattened gradients) or fp16 loss scaling.
+        from accelerate.utils import DistributedType
+
+        plain = self.accelerator.distributed_type not in (DistributedType.DEEPSPEED, DistributedType.FSDP) and (
+            getattr(self.accelerator, "scaler", None) is None
+        )
+        if penalty_path == "closed_form" and not plain:
+            raise ValueError("penalty_path='closed_form' needs plain .grad tensors: not under DeepSpeed, FSDP or fp16 "
+                             "loss scaling; use 'auto' or 'autograd'")  # fmt: skip
+        self.closed_form = plain and penalty_path != "autograd"
+        self._factors = lora_factors(self.model)  # the trainable adapters: the same tensors for the whole run
+        self._guards = [cb for cb in self.callback_handler.callbacks if isinstance(cb, CollapseGuard)]
+        for guard in self._guards:
+            guard.gradients_from_trainer = self.closed_form
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | int | None:
         if self.normalize != "global" or not batch_samples or "loss_weights" not in batch_samples[0]:
@@ -132,28 +203,45 @@ class HikariTrainer(Trainer):
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:
             # The denominator is the global count, but DDP averages gradients over processes: undo that average.
             loss = loss * self.accelerator.num_processes
-        penalty = torch.zeros((), device=loss.device)
-        if self.penalty != "none" and model.training:
-            penalty = lora_penalty(model, self.penalty, self.beta, self.sigma2).to(loss.device)
-            loss = loss + penalty / self.current_gradient_accumulation_steps
-        self._accumulate(stats, penalty)
+        if model.training:
+            if self.penalty != "none" and not self.closed_form:
+                penalty = lora_penalty(model, self.penalty, self.beta, self.sigma2, factors=self._factors)
+                loss = loss + penalty.to(loss.device) / self.current_gradient_accumulation_steps
+                if self.accelerator.sync_gradients:  # the step's last micro-batch: count the penalty once
+                    self._add_penalty(penalty)
+            self._accumulate(stats)
         return (loss, stats) if return_outputs else loss
 
-    def _accumulate(self, stats: dict[str, torch.Tensor], penalty: torch.Tensor) -> None:
-        w = self._window
+    def training_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.closed_form and self.accelerator.sync_gradients:  # the step's last backward pass has run
+            penalty = finish_step_gradients(self._factors, self.penalty, self.beta, self.sigma2,
+                                            guards=self._guards, step=self.state.global_step + 1)  # fmt: skip
+            if self.penalty != "none":
+                self._add_penalty(penalty)
+                loss = loss + penalty.to(loss.device)  # the logged training loss includes the penalty, as before
+        return loss
+
+    def _accumulate(self, stats: dict[str, torch.Tensor]) -> None:
+        w = self._window  # device tensors: no host sync per micro-batch
         for key in ("supervised_tokens", "weight_sum", "ce_sum", "weighted_ce_sum"):
-            w[key] = w.get(key, 0.0) + float(stats[key])
-        w["penalty_sum"] = w.get("penalty_sum", 0.0) + float(penalty.detach())
-        w["micro_batches"] = w.get("micro_batches", 0.0) + 1
+            w[key] = w[key] + stats[key].detach() if key in w else stats[key].detach()
+
+    def _add_penalty(self, penalty: torch.Tensor) -> None:
+        w = self._window
+        w["penalty_sum"] = w["penalty_sum"] + penalty.detach() if "penalty_sum" in w else penalty.detach()
+        w["penalty_steps"] = w.get("penalty_steps", 0) + 1
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         w, self._window = self._window, {}
-        if "loss" in logs and w.get("supervised_tokens"):
-            n = w["supervised_tokens"]
-            logs["loss/ce"] = w["ce_sum"] / n
-            logs["loss/weighted_ce"] = w["weighted_ce_sum"] / n
-            logs["loss/penalty"] = w["penalty_sum"] / w["micro_batches"]
-            logs["sts/mean_weight"] = w["weight_sum"] / n
+        n = float(w["supervised_tokens"]) if "supervised_tokens" in w else 0.0
+        if "loss" in logs and n:
+            logs["loss/ce"] = float(w["ce_sum"]) / n
+            logs["loss/weighted_ce"] = float(w["weighted_ce_sum"]) / n
+            logs["loss/penalty"] = float(w["penalty_sum"]) / w["penalty_steps"] if w.get("penalty_steps") else 0.0
+            logs["sts/mean_weight"] = float(w["weight_sum"]) / n
             logs["sts/supervised_tokens"] = n
         super().log(logs, start_time)
 
