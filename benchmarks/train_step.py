@@ -14,7 +14,8 @@ collate (STS weights are computed there) + forward + backward + optimizer step.
 The arms are interleaved step by step (every arm trains on the same batch, in a rotating order) so machine noise
 and drift hit all alike; a round's time per arm is its mean step time over `--steps` steps (a mean, so the
 guard's every-Nth-step measurements count), and each ratio is the median over rounds of arm / plain within the
-round. Times are the process's CPU time by default (`--clock wall` for elapsed time). Prints one JSON object: `overhead_ratio` = sts_guard / plain (STS + penalty + guard without probes; target ≤ 1.05),
+round. Times are the process's CPU time by default (`--clock wall` for elapsed time). Prints one JSON object:
+`overhead_ratio` = sts_guard / plain (STS + penalty + guard without probes; target ≤ 1.05),
 `overhead_ratio_sts` = sts / plain, and `overhead_ratio_with_probes` (probe cost amortised over probe_every).
 
 Run: `python benchmarks/train_step.py [--steps 10 --rounds 30 --batch 8]` (about 3 minutes on 2 cores).

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from hikari.training.losses import (
+    add_to_grads,
     auto_token_chunk,
     auto_vocab_chunk,
     fused_weighted_cross_entropy,
-    add_to_grads,
     lora_factors,
     lora_penalty,
     lora_penalty_gradients,

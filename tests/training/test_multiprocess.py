@@ -5,8 +5,9 @@ global batch: same step-1 loss, same parameters after two plain-SGD steps (which
 be normalised by the token count of *all* processes and multiplied back by the process count that DDP divides
 by), and identical parameters on both ranks. Both runs carry the original IBR penalty: the two processes add
 its closed-form gradient after DDP's all-reduce, the single process back-propagates it, so equal updates also
-show the penalty applied once per step across processes. The DeepSpeed configs cannot run here (no GPU, no deepspeed); they
-are checked for what they hand the Trainer: every batch/accumulation/clipping value left to the recipe.
+show the penalty applied once per step across processes. The DeepSpeed configs cannot run here (no GPU, no
+deepspeed); they are checked for what they hand the Trainer: every batch/accumulation/clipping value left to the
+recipe.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 
 from hikari.config import load_config, resolve_recipe
 from hikari.models.load import load_model, load_processor
-from hikari.models.lora import add_lora
 from hikari.training.data import VLMCollator
 from hikari.training.sts import STSConfig, shifted_token_weights
 from hikari.training.trainer import answer_token_loss, supervised_positions

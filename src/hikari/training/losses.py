@@ -634,7 +634,8 @@ def lora_delta_norm_sum(factors: Sequence[LoraFactor]) -> torch.Tensor:
     for group in _shape_groups(factors):
         a, b = group.stacked()
         sq = (torch.bmm(b.transpose(1, 2), b) * torch.bmm(a, a.transpose(1, 2))).sum((1, 2)).mul_(group.scale2())
-        total = total + sq.clamp_min(0.0).sqrt().sum().to(device)  # √(s²·‖BA‖²) = |s|·‖BA‖; rounding may give < 0  # rounding: a tiny square may be < 0
+        # √(s²·‖BA‖²) = |s|·‖BA‖; rounding can make a tiny square negative
+        total = total + sq.clamp_min(0.0).sqrt().sum().to(device)
     return total
 
 

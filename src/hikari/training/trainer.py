@@ -104,7 +104,8 @@ def _norm(tensors: Sequence[torch.Tensor]) -> float:
     if not tensors:
         return 0.0
     device = tensors[0].device
-    return math.sqrt(float(torch.stack([n.float().to(device) for n in torch._foreach_norm(list(tensors))]).square().sum()))
+    norms = torch.stack([n.float().to(device) for n in torch._foreach_norm(list(tensors))])
+    return math.sqrt(float(norms.square().sum()))
 
 
 def finish_step_gradients(
