@@ -20,6 +20,7 @@ from typing import Any
 from rich.console import Console
 
 from hikari.models.tiny import TinyDims
+from hikari.training.ablation import CAPTION_COLUMNS
 from hikari.utils.io import Stopwatch, atomic_write_json, atomic_write_text
 
 # Longer image side in pixels for every demo picture (pre-training, stages, evaluation).
@@ -215,9 +216,8 @@ def render_demo_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Stage 3 (captions)", "", "| recipe | BLEU-1 | BLEU-2 | BLEU-4 | ROUGE-1 | ROUGE-L | mention % "
               "| words | distinct-2 | collapse | cause | guard fired |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for recipe, m in report["stage3"].items():
-        cells = [f"{m[k]:.2f}" if isinstance(m.get(k), (int, float)) else "–" for k in
-                 ("bleu_1", "bleu_2", "bleu_4", "rouge_1", "rouge_l", "mention_rate", "generated_words_mean",
-                  "distinct_2")]
+        columns = (*CAPTION_COLUMNS, "distinct_2")
+        cells = [f"{m[k]:.2f}" if isinstance(m.get(k), (int, float)) else "–" for k in columns]
         flags = ["yes" if m.get("collapse_detected") else ("–" if "collapse_detected" not in m else "no"),
                  m.get("collapse_cause") or "–",
                  "yes" if m.get("guard_fired") else ("–" if "guard_fired" not in m else "no")]

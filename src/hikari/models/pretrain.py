@@ -120,9 +120,9 @@ def generic_description(disease: str, rng: random.Random) -> str:
     return "".join(parts) + "."
 
 
-def caption_sentences(seed: int, n_captions: int = 400) -> list[str]:
-    """The sentences of `n_captions` synthetic captions (the clinical-sentence pool of the text-only task)."""
-    return [s.rstrip(".") + "." for c in clinical_notes(seed, n_captions) for s in c.split(". ") if s]
+def caption_sentences(notes: Sequence[str]) -> list[str]:
+    """The sentences of `notes` (the clinical-sentence pool of the text-only task)."""
+    return [s.rstrip(".") + "." for c in notes for s in c.split(". ") if s]
 
 
 def clinical_notes(seed: int, n_captions: int = 400) -> list[str]:
@@ -316,7 +316,7 @@ def pretrain_tiny_vlm(
     collator = VLMCollator(processor)
     corpus = PictureCorpus(n_pictures, seed=seed, max_size=max_image_size)
     notes = clinical_notes(seed + 1)
-    sentences = caption_sentences(seed + 1)
+    sentences = caption_sentences(notes)
 
     warmup_losses: list[float] = []
     if vision_warmup_steps > 0:

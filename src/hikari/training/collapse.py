@@ -44,7 +44,14 @@ from hikari.data import prompts as P
 from hikari.data.labels import DISEASES, GROUPS
 from hikari.evaluation.captions import disease_mention_rate
 from hikari.inference.parsing import strip_thinking
-from hikari.training.losses import LoraFactor, lora_delta_norm_sum, lora_factors, lora_penalty_gradients
+from hikari.training.losses import (
+    LoraFactor,
+    lora_delta_norm_sum,
+    lora_factors,
+    lora_penalty_gradients,
+    lora_trainable_tensors,
+    squared_norm_sum,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +154,7 @@ def probe_metrics(
 # ---------------------------------------------------------------------------------------------------------------
 def lora_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The trainable LoRA tensors (lora_A/lora_B weights, embedding A/B) of a PEFT model, in module order."""
-    return [p for f in lora_factors(model) for p in (f.a, f.b) if p.requires_grad]
+    return lora_trainable_tensors(lora_factors(model))
 
 
 @torch.no_grad()
@@ -431,7 +438,7 @@ class CollapseGuard(TrainerCallback):
             handle.remove()
         self._hooks = []
         m, self._measure = self._measure, None
-        pen_sq = sum(float(p.float().square().sum()) for p in m["pen"])
+        pen_sq = float(squared_norm_sum(m["pen"]))
         if m["seen"]:
             g_sq = float(torch.stack([v[0].cpu() for v in m["seen"].values()]).sum())
             dot = float(torch.stack([v[1].cpu() for v in m["seen"].values()]).sum())

@@ -503,6 +503,26 @@ def lora_factors(model: torch.nn.Module) -> LoraFactors:
     return LoraFactors(factors)
 
 
+def lora_trainable_tensors(factors: Sequence[LoraFactor]) -> list[torch.Tensor]:
+    """The A and B tensors of `factors` that require grad, in order (A before B per adapter)."""
+    return [p for f in factors for p in (f.a, f.b) if p.requires_grad]
+
+
+def squared_norm_sum(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """0-dim fp32 Σ‖t‖² over `tensors` (one fused torch._foreach_norm per device), on the first tensor's device;
+    differentiable. A zero tensor for an empty sequence."""
+    if not tensors:
+        return torch.zeros((), dtype=torch.float32)
+    device = tensors[0].device
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_device.setdefault(t.device, []).append(t if t.dtype == torch.float32 else t.float())
+    total = torch.zeros((), dtype=torch.float32, device=device)
+    for group in by_device.values():
+        total = total + torch.stack(torch._foreach_norm(group)).square().sum().to(device)
+    return total
+
+
 def _group_by_shape(factors: Sequence[LoraFactor]) -> list[_ShapeGroup]:
     groups: dict[tuple[Any, ...], list[LoraFactor]] = {}
     for f in factors:
@@ -555,11 +575,7 @@ def lora_penalty(
     device = factors[0].a.device
     if kind == "ibr_ab":
         # One fused norm over every trainable tensor (torch._foreach_norm), not two reductions per module.
-        params = [p if p.dtype == torch.float32 else p.float() for f in factors for p in (f.a, f.b) if p.requires_grad]
-        by_device: dict[torch.device, list[torch.Tensor]] = {}
-        for p in params:
-            by_device.setdefault(p.device, []).append(p)
-        total = sum(torch.stack(torch._foreach_norm(ps)).square().sum().to(device) for ps in by_device.values())
+        total = squared_norm_sum(lora_trainable_tensors(factors))
     else:
         # ‖BA‖²_F = trace(AᵀBᵀBA) = trace((BᵀB)(AAᵀ)) = Σ_ij (BᵀB)_ij (AAᵀ)_ij (both symmetric). Modules with the
         # same factor shapes are stacked and done in one batched product (a few kernels instead of ~5 per module).
@@ -595,12 +611,9 @@ def lora_penalty_gradients(
     params: list[torch.Tensor] = []
     grads: list[torch.Tensor] = []
     if kind == "ibr_ab":
-        params = [p for f in factors for p in (f.a, f.b) if p.requires_grad]
-        fp32 = [p if p.dtype == torch.float32 else p.float() for p in params]
-        grads = torch._foreach_mul(fp32, coef)
-        norms = torch._foreach_norm(fp32)
-        total = torch.stack([n.to(device) for n in norms]).square().sum()
-        return beta * total / (2.0 * sigma2), params, list(grads)
+        params = lora_trainable_tensors(factors)
+        grads = list(torch._foreach_mul([p if p.dtype == torch.float32 else p.float() for p in params], coef))
+        return beta * squared_norm_sum(params) / (2.0 * sigma2), params, grads
     total = torch.zeros((), dtype=torch.float32, device=device)
     for group in _shape_groups(factors):
         a, b = group.stacked()

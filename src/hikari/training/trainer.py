@@ -39,6 +39,8 @@ from hikari.training.losses import (
     lora_factors,
     lora_penalty,
     lora_penalty_gradients,
+    lora_trainable_tensors,
+    squared_norm_sum,
 )
 from hikari.training.sts import shifted_token_weights
 
@@ -99,15 +101,6 @@ def answer_token_loss(
 PENALTY_PATHS = ("auto", "closed_form", "autograd")
 
 
-def _norm(tensors: Sequence[torch.Tensor]) -> float:
-    """‖(t₁, …, t_n)‖ as one vector (0.0 for none); one fused norm, one host sync."""
-    if not tensors:
-        return 0.0
-    device = tensors[0].device
-    norms = torch.stack([n.float().to(device) for n in torch._foreach_norm(list(tensors))])
-    return math.sqrt(float(norms.square().sum()))
-
-
 def finish_step_gradients(
     factors: Sequence[LoraFactor],
     penalty: str,
@@ -123,9 +116,10 @@ def finish_step_gradients(
     value, params, grads = lora_penalty_gradients(factors, penalty, beta, sigma2)  # type: ignore[arg-type]
     measuring = [g for g in guards if g.measures_gradients_at(step)]
     if measuring:
-        lora = [p for f in factors for p in (f.a, f.b) if p.requires_grad]
-        ce_norm = _norm([p.grad for p in lora if p.grad is not None])  # CE alone until the penalty is added below
-        pen_norm = _norm(grads)
+        # The gradients hold the CE part alone until the penalty's is added below.
+        ce_grads = [p.grad for p in lora_trainable_tensors(factors) if p.grad is not None]
+        ce_norm = math.sqrt(float(squared_norm_sum(ce_grads)))
+        pen_norm = math.sqrt(float(squared_norm_sum(grads)))
         for guard in measuring:
             guard.record_gradient_norms(step, pen_norm, ce_norm)
     if params:
