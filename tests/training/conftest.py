@@ -230,12 +230,28 @@ class StageChain:
 
 
 @pytest.fixture(scope="session")
-def stage_chain(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, synth_dir: Path, synth_split: Path
-) -> StageChain:
+def stage_chain(tmp_path_factory: pytest.TempPathFactory) -> StageChain:
+    """The chain's runs are shared by the xdist workers, so its inputs are too: the tiny model, the synthetic
+    SkinCAP and its split are built once in the shared folder (the per-worker `tiny_model_dir` / `synth_dir` have
+    the same content under other paths, and a run's resolved config, which names them, would differ from the
+    config another worker expects)."""
+    from hikari.data.split import split_dataset
+    from hikari.data.synth import write_synthetic_skincap
+    from hikari.models.tiny import build_tiny_qwen3vl
+
+    from ..conftest import SYNTH_N, SYNTH_SEED
+
     root = session_shared_dir(tmp_path_factory) / "hikari-stage-chain"
+    inputs = root / "_inputs"
     root.mkdir(parents=True, exist_ok=True)
-    return StageChain(root, base_model=tiny_model_dir, data_dir=synth_dir, split=synth_split)
+    with FileLock(str(root / "inputs.lock")):
+        if not (inputs / "complete").is_file():
+            shutil.rmtree(inputs, ignore_errors=True)  # leftovers of an attempt that failed
+            build_tiny_qwen3vl(inputs / "model", seed=0)
+            write_synthetic_skincap(inputs / "skincap", n=SYNTH_N, seed=SYNTH_SEED)
+            split_dataset(inputs / "skincap", seed=42, progress=False)[0].save(inputs / "split.json")
+            (inputs / "complete").touch()
+    return StageChain(root, base_model=inputs / "model", data_dir=inputs / "skincap", split=inputs / "split.json")
 
 
 @pytest.fixture(scope="session")
