@@ -51,17 +51,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
 
-    from hikari.data.skincap import read_skincap
-    from hikari.data.synth import write_synthetic_skincap
-    from hikari.models.load import load_model, load_processor
-    from hikari.models.lora import add_lora
-    from hikari.models.tiny import build_tiny_qwen3vl
-    from hikari.training.data import SupervisedVLMDataset, VLMCollator, build_examples
     from transformers import TrainerControl
 
+    from hikari.config import GuardConfig, LossConfig, STSConfig
+    from hikari.data.skincap import read_skincap
+    from hikari.demo.synth import write_synthetic_skincap
+    from hikari.demo.tiny import build_tiny_qwen3vl
+    from hikari.models.batching import VLMCollator
+    from hikari.models.load import load_model, load_processor
+    from hikari.models.lora import add_lora
     from hikari.training.collapse import CollapseGuard
-    from hikari.training.losses import lora_factors
-    from hikari.training.sts import STSConfig
+    from hikari.training.data import STSCollator, SupervisedVLMDataset, build_examples
+    from hikari.training.penalties import lora_factors
     from hikari.training.trainer import answer_token_loss, finish_step_gradients
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,10 +75,11 @@ def main() -> None:
         items = [dataset[i] for i in range(len(dataset))]
         arms = {
             "plain": (VLMCollator(processor), "none"),
-            "sts": (VLMCollator(processor, sts=STSConfig(reason_mode="span", normalize="mean")), "ibr_delta"),
-            "sts_guard": (VLMCollator(processor, sts=STSConfig(reason_mode="span", normalize="mean")), "ibr_delta"),
+            "sts": (STSCollator(processor, sts=STSConfig(reason_mode="span", normalize="mean")), "ibr_delta"),
+            "sts_guard": (STSCollator(processor, sts=STSConfig(reason_mode="span", normalize="mean")), "ibr_delta"),
         }
-        guard = CollapseGuard(penalty="ibr_delta", beta=0.01, grad_every=args.grad_every, probe_every=10**9)
+        loss_config = LossConfig(penalty="ibr_delta")  # the published β and σ²
+        guard = CollapseGuard(GuardConfig(grad_every=args.grad_every, probe_every=10**9), loss=loss_config)
         guard.gradients_from_trainer = True  # as HikariTrainer sets it
         control = TrainerControl()
         counter = {"step": 0}
@@ -100,8 +102,8 @@ def main() -> None:
             loss, _ = answer_token_loss(model, batch, None)
             loss.backward()
             if penalty != "none":
-                finish_step_gradients(factors, penalty, 0.01, 1.0, guards=[guard] if guarded else (),
-                                      step=counter["step"] + 1)  # fmt: skip
+                finish_step_gradients(factors, penalty, loss_config.beta, loss_config.sigma2,
+                                      guards=[guard] if guarded else (), step=counter["step"] + 1)  # fmt: skip
             if guarded:
                 guard.on_pre_optimizer_step(None, state, control, model=model)
             optimizer.step()
@@ -132,8 +134,8 @@ def main() -> None:
                 rounds[name].append(total[name] / args.steps)
         # One caption probe as the guard runs it (greedy generation on the in-memory LoRA model).
         images = [item["messages"][0]["content"][0]["image"] for item in items[: args.probe_images]]
-        prober = CollapseGuard(probe_images=images, probe_references=["x"] * len(images), processor=processor,
-                               max_new_tokens=args.probe_tokens, batch_size=4)  # fmt: skip
+        prober = CollapseGuard(GuardConfig(max_new_tokens=args.probe_tokens, batch_size=4), probe_images=images,
+                               probe_references=["x"] * len(images), processor=processor)  # fmt: skip
         start = clock()
         prober.generate(models["sts_guard"][0])
         probe_s = clock() - start

@@ -74,7 +74,7 @@ def _cpu_peak_bytes() -> int:
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
     """Run one method; return its numbers and save its hidden-state gradient to `args.grad_out`."""
-    from hikari.training.losses import fused_weighted_cross_entropy, naive_weighted_cross_entropy
+    from hikari.training.cross_entropy import fused_weighted_cross_entropy, naive_weighted_cross_entropy
 
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]

@@ -19,6 +19,12 @@ Task = Literal["group", "disease", "caption"]
 Init = Literal["base", "merged", "checkpoint"]
 GroupContext = Literal["none", "ground_truth", "stage1", "soft"]
 
+# Near-duplicate threshold of the split, its audit and reference retrieval: the pHash Hamming distance (of 256
+# bits) at or below which two images count as one picture. 48 sits in the middle of the gap between the largest
+# copy distance measured (36) and the smallest distance between distinct pictures (62); `hikari.data.hashing`
+# lists the measurements.
+DEFAULT_HASH_THRESHOLD = 48
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -37,6 +43,11 @@ class DataConfig(_Frozen):
     samples_per_image: int = Field(
         1, ge=1, le=3, description="Stage 2: one sample per training prompt (the original used 3)."
     )
+
+    def reader_options(self) -> dict[str, Any]:
+        """The `hikari.data.skincap.read_skincap` options this section sets."""
+        return {"metadata": self.metadata, "caption_column": self.caption_column,
+                "exclude_flagged": self.exclude_flagged, "top_k": self.top_k}  # fmt: skip
 
 
 class ModelConfig(_Frozen):
@@ -118,21 +129,41 @@ class TrainConfig(_Frozen):
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
 
 
-class LossConfig(_Frozen):
-    """Selective Token Supervision (per-token weights) and the LoRA penalty (IBR); defaults = plain CE."""
+class STSConfig(_Frozen):
+    """Selective Token Supervision weights (`hikari.training.sts`): w(t) = w_ans(t) · w_reason(t) per caption token.
 
-    sts: bool = Field(False, description="Weight answer tokens by w_ans x w_reason (Stage 3 captions).")
-    w_recommend: float = Field(1.0, ge=0, description="w_ans of a sentence with recommendation wording.")
-    w_diagnosis: float = Field(1.0, ge=0, description="w_ans of a sentence with diagnosis wording.")
-    w_first: float = Field(0.6, ge=0, description="w_ans of the first sentence (when no rule above applies).")
-    w_other: float = Field(0.8, ge=0, description="w_ans of any other sentence.")
-    gamma: float = Field(0.1, ge=0, description="w_reason of a non-medical token.")
+    Defaults are the original's values; `reason_mode` defaults to the intended span matching (use "vocab" to
+    reproduce Antares). The fields sit flat in a recipe's `loss:` section (`LossConfig` extends this model).
+    """
+
+    w_recommend: float = Field(
+        1.0, ge=0, allow_inf_nan=False, description="w_ans of a sentence with recommendation wording."
+    )
+    w_diagnosis: float = Field(
+        1.0, ge=0, allow_inf_nan=False, description="w_ans of a sentence with diagnosis wording."
+    )
+    w_first: float = Field(
+        0.6, ge=0, allow_inf_nan=False, description="w_ans of the first sentence (when no rule above applies)."
+    )
+    w_other: float = Field(0.8, ge=0, allow_inf_nan=False, description="w_ans of any other sentence.")
+    gamma: float = Field(0.1, ge=0, allow_inf_nan=False, description="w_reason of a non-medical token.")
     reason_mode: Literal["span", "vocab"] = Field(
         "span", description="span: tokens overlapping a medical term; vocab: the original's per-token match."
     )
     normalize: Literal["mean", "global", "none"] = Field(
         "mean", description="mean: weights mean 1 per caption (original); global: divide by the step's total weight."
     )
+    w_template: float = Field(
+        1.0, ge=0, allow_inf_nan=False,
+        description="Chat-template tokens around the caption (think tags, newlines, <|im_end|>): what makes a "
+        "generation parse and stop, so they keep plain CE's weight.",
+    )  # fmt: skip
+
+
+class LossConfig(STSConfig):
+    """Selective Token Supervision (per-token weights) and the LoRA penalty (IBR); defaults = plain CE."""
+
+    sts: bool = Field(False, description="Weight answer tokens by w_ans x w_reason (Stage 3 captions).")
     penalty: Literal["none", "ibr_ab", "ibr_delta"] = Field(
         "none", description="ibr_ab: beta*sum(|A|^2+|B|^2)/(2 sigma2) (original); ibr_delta: on scale*B*A."
     )
@@ -143,17 +174,6 @@ class LossConfig(_Frozen):
         "step, before clipping), autograd (back-propagated), auto (closed_form unless DeepSpeed/FSDP/fp16 scaling)."
     )
     ce_backend: Literal["auto", "torch", "liger", "cce"] = Field("auto", description="Fused CE implementation.")
-
-    def sts_config(self) -> Any:
-        """The `hikari.training.sts.STSConfig` for the collator, or None without STS."""
-        if not self.sts:
-            return None
-        from hikari.training.sts import STSConfig
-
-        return STSConfig(
-            w_recommend=self.w_recommend, w_diagnosis=self.w_diagnosis, w_first=self.w_first,
-            w_other=self.w_other, gamma=self.gamma, reason_mode=self.reason_mode, normalize=self.normalize,
-        )  # fmt: skip
 
 
 class EvalConfig(_Frozen):
@@ -238,6 +258,17 @@ class RunConfig(_Frozen):
         if self.rag is not None and self.task != "disease":
             raise ValueError(f"rag: references are for the disease task (Stage 2), not {self.task!r}")
         return self
+
+
+def default(section: type[BaseModel], name: str) -> Any:
+    """The default of field `name` of config model `section`.
+
+    Components and CLI options that offer a setting of a run config take its default from here (or take the
+    config section itself), so every default is written once, in its field, and cannot drift."""
+    info = section.model_fields[name]
+    if info.is_required():
+        raise KeyError(f"{section.__name__}.{name} has no default")
+    return info.get_default(call_default_factory=True)
 
 
 class ConfigError(ValueError):

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from hikari.cli.data_read import inspect_command, synth_command
 from hikari.data.labels import DISEASES, GROUPS
 from hikari.data.skincap import CSV_NAME, XLSX_NAME, read_skincap
-from hikari.data.synth import CORRUPT_KINDS
+from hikari.demo.synth import CORRUPT_KINDS
 
 app = typer.Typer()
 app.command("synth")(synth_command)

@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from hikari.cli import app
-from tests.training.test_lora import _logits, _text_batch, _trained_adapter
+from tests.models.test_lora import logits_of, text_batch, trained_adapter
 
 
 @pytest.fixture(autouse=True)
@@ -33,14 +33,14 @@ def test_merge_a_bare_adapter_dir_reads_the_base_from_its_config(tiny_model_dir:
     from hikari.models.load import load_model
     from hikari.models.lora import load_adapter
 
-    adapter = _trained_adapter(tiny_model_dir, tmp_path / "adapter")
+    adapter = trained_adapter(tiny_model_dir, tmp_path / "adapter")
     out = tmp_path / "merged"
     result = CliRunner().invoke(app, ["merge", str(adapter), "--out", str(out), "--dtype", "fp32"])
     assert result.exit_code == 0, result.output
     base = load_model(str(tiny_model_dir), dtype="fp32")
-    batch = _text_batch(base)
-    expected = _logits(load_adapter(base, adapter, trainable=False), batch)
-    assert (_logits(load_model(str(out), dtype="fp32"), batch) - expected).abs().max().item() <= 1e-4
+    batch = text_batch(base)
+    expected = logits_of(load_adapter(base, adapter, trainable=False), batch)
+    assert (logits_of(load_model(str(out), dtype="fp32"), batch) - expected).abs().max().item() <= 1e-4
 
 
 def test_merge_rejects_a_directory_that_is_neither_run_nor_adapter(tmp_path: Path) -> None:

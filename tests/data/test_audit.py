@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
+from hikari.config import DEFAULT_HASH_THRESHOLD
 from hikari.data.audit import audit_pair, audit_split
-from hikari.data.hashing import DEFAULT_HASH_THRESHOLD
 from hikari.data.records import SkinCapRecord
 from hikari.data.split import SplitInfo, hash_records, load_split, make_split
 

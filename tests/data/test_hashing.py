@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
+from hikari.config import DEFAULT_HASH_THRESHOLD
 from hikari.data import hashing
 from hikari.data.hashing import (
-    DEFAULT_HASH_THRESHOLD,
     HASH_BITS,
     hamming,
     hash_image,
@@ -140,7 +140,7 @@ def test_popcount_fallback_without_numpy_bitwise_count(monkeypatch: pytest.Monke
     values = [rng.getrandbits(64) for _ in range(50)] + [0, 2**64 - 1]
     arr = np.asarray(values, dtype=np.uint64)
     monkeypatch.delattr(np, "bitwise_count", raising=False)
-    assert hashing._popcount(arr).tolist() == [v.bit_count() for v in values]
+    assert hashing.popcount(arr).tolist() == [v.bit_count() for v in values]
 
 
 def test_multi_word_hashes_equal_brute_force() -> None:

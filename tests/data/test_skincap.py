@@ -21,7 +21,7 @@ from hikari.data.skincap import (
     read_skincap,
     unsafe_file_name_reason,
 )
-from hikari.data.synth import MISSPELLINGS, VALID_CORRUPT_KINDS, SynthSummary
+from hikari.demo.synth import MISSPELLINGS, VALID_CORRUPT_KINDS, SynthSummary
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:

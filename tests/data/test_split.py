@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
+from hikari.config import DEFAULT_HASH_THRESHOLD
 from hikari.data.audit import audit_split
-from hikari.data.hashing import DEFAULT_HASH_THRESHOLD, ImageHashes, hash_image
+from hikari.data.hashing import ImageHashes, hash_image
 from hikari.data.records import SkinCapRecord
 from hikari.data.split import (
     REASON_IDENTICAL,

@@ -179,7 +179,7 @@ def test_reference_prediction_files_all_read(reference_dir: Path) -> None:
 
 
 def test_disease_labels_from_a_skincap_folder(tmp_path: Path) -> None:
-    from hikari.data.synth import write_synthetic_skincap
+    from hikari.demo.synth import write_synthetic_skincap
 
     write_synthetic_skincap(tmp_path / "skincap", n=100, seed=3)
     labels = read_disease_labels(tmp_path / "skincap")

@@ -27,7 +27,7 @@ MAX_NEW = 4  # tokens per answer: enough to exercise decoding, cheap on two CPU 
 @pytest.fixture(scope="module")
 def skincap(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A 100-row synthetic SkinCAP and a split of it saved in our format: (data folder, split file)."""
-    from hikari.data.synth import write_synthetic_skincap
+    from hikari.demo.synth import write_synthetic_skincap
 
     root = tmp_path_factory.mktemp("predict") / "skincap"
     write_synthetic_skincap(root, n=100, seed=3)

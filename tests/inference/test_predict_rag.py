@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hikari.inference.predict import run_predict, select_records
+from hikari.data.split import read_split_records
+from hikari.inference.predict import run_predict
 
 
 def test_run_predict_shows_k_references_per_item(synth_dir: Path, synth_split: Path, rag_index_dir: Path,
                                                  tiny_engine, tmp_path: Path) -> None:
     from hikari.retrieval.references import references_for_prediction
 
-    records = select_records(synth_dir, synth_split, "val")[:3]
+    records = read_split_records(synth_dir, synth_split, ["val"]).parts["val"][:3]
     refs = references_for_prediction(rag_index_dir, records, k=3, reference_text="label")
     seen: list = []
 
@@ -51,7 +52,7 @@ def test_an_index_holding_the_evaluated_images_is_refused(synth_dir: Path, synth
                                                           rag_index_dir: Path) -> None:
     from hikari.retrieval.references import references_for_prediction
 
-    train = select_records(synth_dir, synth_split, "train")[:2]
+    train = read_split_records(synth_dir, synth_split, ["train"]).parts["train"][:2]
     with pytest.raises(ValueError, match="holds 2 of the images"):
         references_for_prediction(rag_index_dir, train, k=1)
 

@@ -20,7 +20,7 @@ def _one_thread() -> None:
 
 
 def _sequence_logp(model, processor, messages, choice: str) -> float:
-    from hikari.training.data import VLMCollator
+    from hikari.models.batching import VLMCollator
 
     batch = VLMCollator(processor)([{"messages": messages, "target": choice}])
     n_tokens = int((batch["labels"][:, 1:] != -100).sum())

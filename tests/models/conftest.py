@@ -1,25 +1,11 @@
-"""Fixtures for the model tests: images, single-threaded torch, a processor loaded from the tiny model."""
+"""Fixtures for the model tests: single-threaded torch (images and the tiny processor come from tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-
-@pytest.fixture()
-def make_image() -> Callable[[int, int, int], Image.Image]:
-    """`make_image(height, width, seed)`: a deterministic RGB noise image."""
-
-    def make(height: int, width: int, seed: int = 0) -> Image.Image:
-        pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-        return Image.fromarray(pixels, mode="RGB")
-
-    return make
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -33,11 +19,3 @@ def single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-@pytest.fixture()
-def tiny_processor(tiny_model_dir: Path):
-    """A fresh processor from the session's tiny model (fresh, because tests change its padding side)."""
-    from hikari.models.load import load_processor
-
-    return load_processor(tiny_model_dir)

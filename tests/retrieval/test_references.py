@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from hikari.data.hashing import hamming, image_hash
-from hikari.data.split import load_split, normalise_source
-from hikari.inference.predict import select_records
+from hikari.data.split import load_split, normalise_source, read_split_records
 from hikari.retrieval.index import HybridIndex
 from hikari.retrieval.references import (
     cached_references,
@@ -44,7 +43,7 @@ def test_training_references_never_include_self_source_or_near_duplicates(
 ) -> None:
     index = HybridIndex.load(rag_index_dir)
     enc = encoders_for(index)
-    train = select_records(synth_dir, synth_split, "train")
+    train = read_split_records(synth_dir, synth_split, ["train"]).parts["train"]
     refs = retrieve_references(index, enc, train, k=3, query_texts={r.file_name: r.caption for r in train})
     by_name = {r.file_name: r for r in train}
     threshold = index.info.hash_threshold
@@ -66,7 +65,7 @@ def test_training_references_never_include_self_source_or_near_duplicates(
 
 def test_reference_triples_follow_the_text_mode(rag_index_dir: Path, synth_dir: Path, synth_split: Path) -> None:
     index = HybridIndex.load(rag_index_dir)
-    val = select_records(synth_dir, synth_split, "val")[:2]
+    val = read_split_records(synth_dir, synth_split, ["val"]).parts["val"][:2]
     hits = retrieve_references(index, encoders_for(index), val, k=3)
     triples = reference_triples(hits[val[0].file_name], "label")
     assert len(triples) == 3 and all(caption is None for _, _, caption in triples)
@@ -79,7 +78,7 @@ def test_reference_triples_follow_the_text_mode(rag_index_dir: Path, synth_dir: 
 
 def test_reference_cache_is_reused_and_invalidated(rag_index_dir: Path, synth_dir: Path, synth_split: Path,
                                                    tmp_path: Path) -> None:
-    val = select_records(synth_dir, synth_split, "val")[:4]
+    val = read_split_records(synth_dir, synth_split, ["val"]).parts["val"][:4]
     cache = tmp_path / "refs.json"
     first = cached_references(cache, rag_index_dir, val, k=2, query_texts=None, query_kind="none")
     assert set(first) == {r.file_name for r in val} and all(len(v) == 2 for v in first.values())

@@ -60,7 +60,7 @@ PREVIOUS: dict[str, str | None] = {
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
+def one_torch_thread() -> Iterator[None]:
     """One intra-op thread: the tiny model's ops gain nothing from more, and two xdist workers share 2 cores."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -131,19 +131,17 @@ def train_captured(
 
     `trainer_class` replaces `HikariTrainer` for this run (to compare against a deliberately wrong loss).
     """
-    from hikari.training import data as training_data
     from hikari.training import stages
-    from hikari.training import trainer as training_trainer
 
     seen: dict[str, Any] = {"micro_batches": 0}
-    base_trainer = trainer_class or training_trainer.HikariTrainer
+    base_trainer = trainer_class or stages.HikariTrainer
 
     class CountingTrainer(base_trainer):  # type: ignore[misc, valid-type]
         def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:
             seen["micro_batches"] += 1
             return super().training_step(*args, **kwargs)
     prepare_model = stages.prepare_model
-    build_examples = training_data.build_examples
+    build_examples = stages.build_examples
 
     def capturing_prepare(*args: Any, **kwargs: Any) -> Any:
         model, processor, base = prepare_model(*args, **kwargs)
@@ -162,8 +160,9 @@ def train_captured(
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(stages, "prepare_model", capturing_prepare)
-        patch.setattr(training_data, "build_examples", capturing_examples)
-        patch.setattr(training_trainer, "HikariTrainer", CountingTrainer)
+        # run_training looks these names up in `hikari.training.stages`: patch them there.
+        patch.setattr(stages, "build_examples", capturing_examples)
+        patch.setattr(stages, "HikariTrainer", CountingTrainer)
         result = stages.run_training(config, resume=resume, evaluate=False)
 
     model = seen["model"]
@@ -236,8 +235,8 @@ def stage_chain(tmp_path_factory: pytest.TempPathFactory) -> StageChain:
     the same content under other paths, and a run's resolved config, which names them, would differ from the
     config another worker expects)."""
     from hikari.data.split import split_dataset
-    from hikari.data.synth import write_synthetic_skincap
-    from hikari.models.tiny import build_tiny_qwen3vl
+    from hikari.demo.synth import write_synthetic_skincap
+    from hikari.demo.tiny import build_tiny_qwen3vl
 
     from ..conftest import SYNTH_N, SYNTH_SEED
 
@@ -252,20 +251,3 @@ def stage_chain(tmp_path_factory: pytest.TempPathFactory) -> StageChain:
             split_dataset(inputs / "skincap", seed=42, progress=False)[0].save(inputs / "split.json")
             (inputs / "complete").touch()
     return StageChain(root, base_model=inputs / "model", data_dir=inputs / "skincap", split=inputs / "split.json")
-
-
-@pytest.fixture(scope="session")
-def train_records(synth_dir: Path, synth_split: Path) -> list:
-    """The train part of the synthetic split, as `SkinCapRecord`s in split order."""
-    from hikari.data.skincap import read_skincap
-    from hikari.data.split import load_split, select_part
-
-    return select_part(read_skincap(synth_dir).records, load_split(synth_split), "train")
-
-
-def make_items(records: Sequence[Any], task: str, *, max_image_size: int = 96) -> list[dict[str, Any]]:
-    """Dataset items (messages with a real image, target, file name) for `records`, one per record."""
-    from hikari.training.data import SupervisedVLMDataset, build_examples
-
-    dataset = SupervisedVLMDataset(build_examples(records, task, seed=0), seed=0, max_image_size=max_image_size)
-    return [dataset[i] for i in range(len(dataset))]

@@ -92,10 +92,10 @@ def test_sirius_smoke_run_with_k2_references(
     from hikari.models.load import load_model, load_processor
     from hikari.models.lora import load_adapter
     from hikari.training.evaluate import evaluate_model
-    from hikari.training.stages import _rag_references, split_records
+    from hikari.training.stages import rag_references, run_records
 
-    parts, _, _ = split_records(config)
-    train_refs, eval_refs, _ = _rag_references(config, parts, out)  # from the cache now
+    parts = run_records(config).parts
+    train_refs, eval_refs, _ = rag_references(config, parts, out)  # from the cache now
     assert eval_refs is not None and all(len(v) == 2 for v in eval_refs.values())
     base = run.run_info["base_model"]
     model = load_adapter(load_model(base, dtype="fp32"), out / "adapter", trainable=False)

@@ -20,8 +20,9 @@ from safetensors.torch import load_file
 from hikari.config import load_config, resolve_recipe
 from hikari.data import prompts as P
 from hikari.data.labels import DISEASE_TO_GROUP, GROUPS
+from tests.conftest import make_items
 
-from .conftest import CHAIN_STEPS, PREVIOUS, StageChain, adapter_key, make_items, tiny_overrides, train_captured
+from .conftest import CHAIN_STEPS, PREVIOUS, StageChain, adapter_key, tiny_overrides, train_captured
 
 SMOKE_RECIPES = ["subaru", "altair", "deneb", "polaris_m0", "polaris_m1", "rigel", "vega"]
 
@@ -88,7 +89,7 @@ def _logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Ten
 
 
 def _real_batch(processor, train_records, task: str) -> dict[str, torch.Tensor]:  # type: ignore[no-untyped-def]
-    from hikari.training.data import VLMCollator
+    from hikari.models.batching import VLMCollator
 
     return VLMCollator(processor)(make_items(train_records[:3], task))
 

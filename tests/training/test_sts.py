@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import torch
 
+from hikari.config import STSConfig
 from hikari.data.labels import ALIASES, DISEASES
 from hikari.training.sts import (
     MEDICAL_PATTERN,
-    STSConfig,
-    _is_space,
-    _lexicon_fragments,
     batch_token_weights,
+    is_space,
+    lexicon_fragments,
     medical_spans,
     sentence_spans,
     sentence_weight,
@@ -151,7 +151,7 @@ def test_lexicon_covers_diseases_aliases_families_and_skincon_words() -> None:
 
 def _flat_pattern() -> re.Pattern[str]:
     """The lexicon as one flat alternation, longest term first: what MEDICAL_PATTERN factors by first letter."""
-    return re.compile(r"\b(?:" + "|".join(_lexicon_fragments()) + ")", re.IGNORECASE)
+    return re.compile(r"\b(?:" + "|".join(lexicon_fragments()) + ")", re.IGNORECASE)
 
 
 def test_factored_lexicon_pattern_matches_exactly_like_the_flat_alternation(train_records: list) -> None:
@@ -176,7 +176,7 @@ def test_factored_lexicon_pattern_on_the_original_captions(reference_dir: Path) 
 
 def test_vectorised_whitespace_test_agrees_with_str_isspace() -> None:
     text = "".join(chr(c) for c in range(0x3100)) + "é 😀\u2028\x1c"  # every whitespace code point and more
-    assert _is_space(text).tolist() == [c.isspace() for c in text]
+    assert is_space(text).tolist() == [c.isspace() for c in text]
 
 
 def test_lexicon_matches_at_word_starts_and_short_words_whole() -> None:
@@ -204,7 +204,7 @@ def test_span_mode_weights_follow_sentence_and_lexicon(tokenizer: Any) -> None:
 
 def test_vocab_mode_gives_gamma_to_the_pieces_of_a_split_medical_word(tokenizer: Any) -> None:
     span_cfg = CFG
-    vocab_cfg = STSConfig(**{**CFG.__dict__, "reason_mode": "vocab"})
+    vocab_cfg = CFG.model_copy(update={"reason_mode": "vocab"})
     ids, w_span = token_weights(CAPTION, tokenizer, span_cfg)
     _, w_vocab = token_weights(CAPTION, tokenizer, vocab_cfg)
     offsets = tokenizer(CAPTION, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
@@ -225,7 +225,7 @@ def test_vocab_mode_gives_gamma_to_the_pieces_of_a_split_medical_word(tokenizer:
 def test_vocab_mode_on_whole_tokens(tiny_tokenizer: Any) -> None:
     """In the tiny vocabulary " psoriasis" is one token: both modes give it full weight; "consistent with"
     is two tokens that match only together, so vocab mode drops them to gamma."""
-    vocab_cfg = STSConfig(**{**CFG.__dict__, "reason_mode": "vocab"})
+    vocab_cfg = CFG.model_copy(update={"reason_mode": "vocab"})
     _, weights = token_weights(CAPTION, tiny_tokenizer, vocab_cfg)
     assert _weights_over(CAPTION, tiny_tokenizer, weights, "psoriasis") == [pytest.approx(0.7)]
     assert _weights_over(CAPTION, tiny_tokenizer, weights, "consistent with") == [pytest.approx(0.07)] * 2
@@ -233,8 +233,8 @@ def test_vocab_mode_on_whole_tokens(tiny_tokenizer: Any) -> None:
 
 def test_normalisation_modes(tokenizer: Any) -> None:
     _, raw = token_weights(CAPTION, tokenizer, CFG)
-    _, mean = token_weights(CAPTION, tokenizer, STSConfig(**{**CFG.__dict__, "normalize": "mean"}))
-    _, glob = token_weights(CAPTION, tokenizer, STSConfig(**{**CFG.__dict__, "normalize": "global"}))
+    _, mean = token_weights(CAPTION, tokenizer, CFG.model_copy(update={"normalize": "mean"}))
+    _, glob = token_weights(CAPTION, tokenizer, CFG.model_copy(update={"normalize": "global"}))
     assert float(mean.mean()) == pytest.approx(1.0, abs=1e-6)
     torch.testing.assert_close(mean, raw / raw.mean())
     torch.testing.assert_close(glob, raw)
@@ -242,12 +242,14 @@ def test_normalisation_modes(tokenizer: Any) -> None:
 
 
 def test_config_validation() -> None:
-    with pytest.raises(ValueError, match="valid: span, vocab"):
+    with pytest.raises(ValueError, match=r"(?s)reason_mode.*'span' or 'vocab'"):
         STSConfig(reason_mode="words")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="valid: mean, global, none"):
+    with pytest.raises(ValueError, match=r"(?s)normalize.*'mean', 'global' or 'none'"):
         STSConfig(normalize="sum")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="gamma"):
         STSConfig(gamma=-0.1)
+    with pytest.raises(ValueError, match="w_first"):
+        STSConfig(w_first=float("inf"))
 
 
 # --- batches aligned with collator labels --------------------------------------------------------------------
@@ -276,7 +278,7 @@ def test_batch_weights_align_with_labels_and_template_tokens_weigh_one(tiny_toke
     assert completions[0].startswith("\n</think>\n\n") and completions[0].endswith(CAPTION + "<|im_end|>")
     ids = [tiny_tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions]
     labels = _labels([(5, ids[0]), (9, ids[1])], 9 + max(map(len, ids)) + 3)
-    cfg = STSConfig(**{**CFG.__dict__, "normalize": "mean"})
+    cfg = CFG.model_copy(update={"normalize": "mean"})
     weights = batch_token_weights(labels, completions, captions, tiny_tokenizer, cfg)
 
     assert weights.shape == labels.shape and weights.dtype == torch.float32
@@ -304,7 +306,7 @@ def test_batch_weights_on_a_truncated_row_and_a_second_tokenizer(wordpiece_token
     ids = tok(completion, add_special_tokens=False)["input_ids"]
     keep = len(ids) - 6  # the collator cut the answer's tail
     labels = _labels([(3, ids[:keep])], 3 + len(ids))
-    cfg = STSConfig(**{**CFG.__dict__, "normalize": "mean"})
+    cfg = CFG.model_copy(update={"normalize": "mean"})
     offsets = tok(completion, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
     n_pre = sum(1 for _, end in offsets if end <= completion.index(CAPTION))  # "answer :" template tokens
     assert n_pre >= 2

@@ -12,19 +12,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hikari.config import load_config, resolve_recipe
+from hikari.config import STSConfig, load_config, resolve_recipe
+from hikari.models.batching import supervised_positions
 from hikari.models.load import load_model, load_processor
-from hikari.training.data import VLMCollator
-from hikari.training.sts import STSConfig, shifted_token_weights
-from hikari.training.trainer import answer_token_loss, supervised_positions
+from hikari.training.data import STSCollator
+from hikari.training.sts import shifted_token_weights
+from hikari.training.trainer import answer_token_loss
+from tests.conftest import make_items
 
-from .conftest import StageChain, make_items, tiny_overrides
+from .conftest import StageChain, tiny_overrides
 
 
 def test_weighted_answer_loss_matches_naive_full_logits(tiny_model_dir: Path, train_records: list) -> None:
     model = load_model(str(tiny_model_dir), dtype="fp32")
     processor = load_processor(str(tiny_model_dir))
-    batch = VLMCollator(processor, sts=STSConfig(reason_mode="span"))(make_items(train_records[:3], "caption"))
+    batch = STSCollator(processor, sts=STSConfig(reason_mode="span"))(make_items(train_records[:3], "caption"))
     assert "loss_weights" in batch
     loss, stats = answer_token_loss(model, batch, None)
 

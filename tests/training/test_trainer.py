@@ -16,33 +16,24 @@ import torch
 import torch.nn.functional as F
 
 from hikari.config import load_config, resolve_recipe
-from hikari.training.data import IGNORE_INDEX, VLMCollator
-from hikari.training.trainer import HikariTrainer, answer_token_loss, supervised_positions
+from hikari.models.batching import IGNORE_INDEX, VLMCollator
+from hikari.models.load import load_model, load_processor
+from hikari.training.trainer import HikariTrainer, answer_token_loss
+from tests.conftest import make_items
 
-from .conftest import CapturedRun, make_items, tiny_overrides, train_captured
+from .conftest import CapturedRun, tiny_overrides, train_captured
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_model_dir: Path) -> torch.nn.Module:
-    from hikari.models.load import load_model
-
     return load_model(tiny_model_dir, dtype="fp32")
 
 
 @pytest.fixture(scope="module")
 def batch(tiny_model_dir: Path, train_records: list) -> dict[str, torch.Tensor]:
     """Two captions and two group names: answers of very different lengths, padded, with images of two sizes."""
-    from hikari.models.load import load_processor
-
     items = make_items(train_records[:2], "caption") + make_items(train_records[2:4], "group")
     return VLMCollator(load_processor(tiny_model_dir))(items)
-
-
-def test_supervised_positions_are_the_positions_before_each_label() -> None:
-    labels = torch.tensor([[-100, -100, 5, 6, -100], [-100, 7, -100, -100, -100]])
-    mask, targets = supervised_positions(labels)
-    assert mask.tolist() == [[False, True, True, False, False], [True, False, False, False, False]]
-    assert targets.tolist() == [5, 6, 7]
 
 
 def _naive_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

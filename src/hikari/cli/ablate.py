@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from hikari.config import ConfigError
+
 console = Console(soft_wrap=True, highlight=False)
 app = typer.Typer(no_args_is_help=True)
 
@@ -23,7 +25,7 @@ def stage3_command(
     workers: int = typer.Option(1, "--workers", help="Recipes trained at once (CPU: cores; one GPU: 1)."),
 ) -> None:
     """Train rigel, vega, antares, antares_ckpt, antares_as_run and sts_safe from one Stage 2 run; table + PNGs."""
-    from hikari.config import ConfigError
+    # CLI start-up time: torch, transformers, peft
     from hikari.training.ablation import STAGE3_ABLATION, render_ablation_markdown, run_stage3_ablation
 
     try:

@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from hikari.config import DataConfig, RagConfig, default
+
 console = Console(soft_wrap=True, highlight=False)
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
@@ -18,19 +20,21 @@ def cascade_command(
     stage2: str = typer.Option(..., "--stage2", help="Stage 2 model: merged dir, hub id or run dir."),
     stage3: str = typer.Option(..., "--stage3", help="Stage 3 model: merged dir, hub id or run dir."),
     refs: Path | None = typer.Option(None, "--refs", help="Retrieval index for Stage 2 references."),
-    k: int = typer.Option(3, "-k", "--k", min=1, help="References per image."),
+    k: int = typer.Option(default(RagConfig, "k_eval"), "-k", "--k", min=1, help="References per image."),
     text: list[str] = typer.Option([], "--text", help="Query text per image (repeat once per image)."),
     query_text: str = typer.Option("caption", "--query-text", help="Without --text: caption | none."),
     ref_text: str = typer.Option("label_description", "--ref-text", help="label | label_description."),
     prompt: str = typer.Option("P0", "--prompt", help="Stage 2 prompt: P0..P3 or T0..T2."),
     dtype: str = typer.Option("auto", "--dtype", help="auto | bf16 | fp16 | fp32."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, ... (default: cuda when available)."),
-    image_max_size: int = typer.Option(672, "--image-max-size", min=16, help="Thumbnail images to this size."),
+    image_max_size: int = typer.Option(
+        default(DataConfig, "max_image_size"), "--image-max-size", min=16, help="Thumbnail images to this size."
+    ),
     out: Path | None = typer.Option(None, "--out", help="Also write the results as JSON here."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the summary."),
 ) -> None:
     """Group → diagnosis (with references) → guided caption for each image."""
-    from hikari.inference.cascade import render_summary, run_cascade
+    from hikari.inference.cascade import render_summary, run_cascade  # CLI start-up time: torch, transformers
     from hikari.utils.io import atomic_write_json
 
     if text and len(text) != len(images):

@@ -1,19 +1,23 @@
-"""`hikari data synth` and `hikari data inspect`: thin wrappers over `hikari.data.synth` and `hikari.data.skincap`."""
+"""`hikari data synth` and `hikari data inspect`: thin wrappers over `hikari.demo.synth` and `hikari.data.skincap`
+(imported when the command runs, not when the CLI starts)."""
 
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from hikari.data import skincap as skincap_module
+from hikari.config import DataConfig, default
 from hikari.data.labels import FUZZY_MERGE_THRESHOLD
-from hikari.data.skincap import CAPTION_COLUMN, SkinCapDataset, SkinCapFormatError, read_skincap
-from hikari.data.synth import VALID_CORRUPT_KINDS, SynthSummary, write_synthetic_skincap
+
+if TYPE_CHECKING:
+    from hikari.data.skincap import SkinCapDataset
+    from hikari.demo.synth import SynthSummary
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)  # error paths stay copyable
@@ -32,6 +36,8 @@ def _count_table(title: str, counts: dict[str, int], key: str) -> Table:
 
 
 def _print_synth(summary: SynthSummary) -> None:
+    from hikari.demo.synth import VALID_CORRUPT_KINDS  # CLI start-up time
+
     console.print(_count_table("Rows per disease (after normalisation; top 10 + synthetic-only rare)",
                                summary.per_disease, "disease"))  # fmt: skip
     misspelled = ", ".join(f"{wrong!r}→{right!r}" for wrong, right in summary.misspellings.items())
@@ -66,6 +72,8 @@ def synth_command(
     corrupt: bool = typer.Option(False, "--corrupt", help="Also append bad rows (missing/truncated images, …)."),
 ) -> None:
     """Write a synthetic SkinCAP (real layout, learnable images, planted leaks) and summarise it."""
+    from hikari.demo.synth import write_synthetic_skincap  # CLI start-up time: numpy, PIL, openpyxl
+
     try:
         summary = write_synthetic_skincap(out, n=n, seed=seed, corrupt=corrupt, progress=True)
     except (OSError, ValueError) as err:
@@ -121,24 +129,31 @@ def _print_issues(ds: SkinCapDataset) -> None:
 
 def inspect_command(
     data: Path = typer.Argument(..., help="SkinCAP folder (metadata file + skincap/ images)."),
-    metadata: str = typer.Option("csv", "--metadata", help="'csv', 'xlsx' or a path to the metadata file."),
+    metadata: str = typer.Option(
+        default(DataConfig, "metadata"), "--metadata", help="'csv', 'xlsx' or a path to the metadata file."
+    ),
     caption_column: str = typer.Option(
-        CAPTION_COLUMN, "--caption-column", help="Caption column (caption_en on the XLSX is mapped automatically)."
+        default(DataConfig, "caption_column"), "--caption-column",
+        help="Caption column (caption_en on the XLSX is mapped automatically).",
     ),
     exclude_flagged: bool = typer.Option(False, "--exclude-flagged", help="Drop 'Do not consider this image' rows."),
-    top_k: int = typer.Option(10, "--top-k", help="Keep the K most frequent diseases (fuzzy-merging spellings)."),
+    top_k: int = typer.Option(
+        default(DataConfig, "top_k"), "--top-k", help="Keep the K most frequent diseases (fuzzy-merging spellings)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Summarise a SkinCAP folder: rows, classes, groups, flagged, missing images, skipped rows, captions."""
+    from hikari.data import skincap  # CLI start-up time: numpy, PIL, openpyxl
+
     # The per-row warnings of the reader would repeat the issue list printed below, so mute them here only.
-    reader_logger = logging.getLogger(skincap_module.__name__)
+    reader_logger = logging.getLogger(skincap.__name__)
     level = reader_logger.level
     reader_logger.setLevel(logging.ERROR)
     try:
-        ds = read_skincap(
+        ds = skincap.read_skincap(
             data, metadata=metadata, caption_column=caption_column, exclude_flagged=exclude_flagged, top_k=top_k
         )
-    except SkinCapFormatError as err:
+    except skincap.SkinCapFormatError as err:
         err_console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
     finally:

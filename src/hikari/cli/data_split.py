@@ -1,18 +1,21 @@
-"""`hikari data split` and `hikari data audit`: thin wrappers over `hikari.data.split`."""
+"""`hikari data split` and `hikari data audit`: thin wrappers over `hikari.data.split` and `hikari.data.audit`
+(imported when the command runs, not when the CLI starts)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from hikari.data.audit import OVERLAP_KINDS, AuditReport, audit_pair, audit_split
-from hikari.data.hashing import DEFAULT_HASH_THRESHOLD
-from hikari.data.skincap import read_skincap
-from hikari.data.split import Split, hash_records, load_split, split_dataset
+from hikari.config import DEFAULT_HASH_THRESHOLD, DataConfig, default
+
+if TYPE_CHECKING:
+    from hikari.data.audit import AuditReport
+    from hikari.data.split import Split
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)  # error paths stay copyable
@@ -39,17 +42,25 @@ def _counts_table(split: Split) -> Table:
 def split_command(
     data: Path = typer.Option(..., "--data", help="SkinCAP folder (metadata file + skincap/ images)."),
     out: Path = typer.Option(..., "--out", help="Split JSON to write (atomically)."),
-    top_k: int = typer.Option(10, help="Keep the K most frequent diseases (fuzzy-merging rare spellings)."),
+    top_k: int = typer.Option(
+        default(DataConfig, "top_k"), help="Keep the K most frequent diseases (fuzzy-merging rare spellings)."
+    ),
     val_frac: float = typer.Option(0.1, help="Fraction of each disease's rows that goes to val."),
     test_frac: float = typer.Option(0.0, help="Fraction of each disease's rows that goes to test (0: no test part)."),
     seed: int = typer.Option(42, help="Seed of the group ranking; the same seed gives a byte-identical file."),
     hash_threshold: int = typer.Option(
         DEFAULT_HASH_THRESHOLD, help="pHash Hamming distance (bits) at or below which two images count as copies."
     ),
-    metadata: str = typer.Option("csv", help="'csv', 'xlsx' or a path to the metadata file."),
-    exclude_flagged: bool = typer.Option(False, help="Drop rows marked 'Do not consider this image'."),
+    metadata: str = typer.Option(default(DataConfig, "metadata"), help="'csv', 'xlsx' or a path to the metadata file."),
+    exclude_flagged: bool = typer.Option(
+        default(DataConfig, "exclude_flagged"), help="Drop rows marked 'Do not consider this image'."
+    ),
 ) -> None:
     """Make a stratified split that keeps copies of one picture together, save it, and audit it."""
+    # CLI start-up time: reading and hashing pull in numpy, scipy, PIL and openpyxl
+    from hikari.data.audit import audit_split
+    from hikari.data.split import load_split, split_dataset
+
     try:
         split, dataset = split_dataset(
             data,
@@ -99,6 +110,8 @@ def split_command(
 
 
 def _print_report(report: AuditReport, *, heading: str = "") -> None:
+    from hikari.data.audit import OVERLAP_KINDS  # CLI start-up time
+
     if heading:
         console.rule(heading)
     if report.overlaps:
@@ -148,6 +161,11 @@ def audit_command(
         raise typer.BadParameter("give either a SPLIT file or --train/--eval, not both")
     if pair_form and (train is None or eval_ is None):
         raise typer.BadParameter("the pair form needs both --train A.json and --eval B.json")
+    # CLI start-up time: reading and hashing pull in numpy, scipy, PIL and openpyxl
+    from hikari.data.audit import audit_pair, audit_split
+    from hikari.data.skincap import read_skincap
+    from hikari.data.split import hash_records, load_split
+
     try:
         splits = [load_split(p) for p in ([split] if split is not None else [train, eval_]) if p is not None]
         records, hashes = None, None

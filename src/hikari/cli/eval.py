@@ -1,12 +1,14 @@
 """`hikari eval captions|diagnosis`: score a prediction file (ours or the original HIKARI's) — thin wrappers over
-`hikari.evaluation`. With ``--json`` stdout carries exactly one JSON object; every message goes to stderr."""
+`hikari.evaluation`. With ``--json`` stdout carries exactly one JSON object; every message goes to stderr.
+
+The metric modules (nltk, scikit-learn, matplotlib) are imported when a command runs, not when the CLI starts."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -14,18 +16,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from hikari.data.labels import DISEASES, GROUPS
-from hikari.evaluation.captions import BERTSCORE_LAYER, BERTSCORE_MODEL, BertScoreUnavailable, evaluate_captions
-from hikari.evaluation.diagnosis import as_group_predictions, evaluate_diagnosis, reparse_predictions
-from hikari.evaluation.predictions import (
-    Prediction,
-    PredictionFileError,
-    exclude_file_names,
-    infer_task,
-    read_disease_labels,
-    read_predictions,
-    train_file_names,
-)
-from hikari.evaluation.report import CAPTION_KEYS, DIAGNOSIS_KEYS, metric_title, write_report
+from hikari.evaluation.bertscore import BERTSCORE_LAYER, BERTSCORE_MODEL
+
+if TYPE_CHECKING:
+    from hikari.evaluation.predictions import Prediction
 
 app = typer.Typer(no_args_is_help=True, help="Score prediction files: caption metrics or diagnosis metrics.")
 console = Console()
@@ -45,6 +39,8 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _exclude(predictions: list[Prediction], split: Path | None) -> tuple[list[Prediction], int]:
+    from hikari.evaluation.predictions import exclude_file_names, train_file_names  # CLI start-up time
+
     if split is None:
         return predictions, 0
     kept, dropped = exclude_file_names(predictions, train_file_names(split))
@@ -58,6 +54,8 @@ def _exclude(predictions: list[Prediction], split: Path | None) -> tuple[list[Pr
 
 
 def _metrics_table(title: str, metrics: Mapping[str, Any], keys: Sequence[str]) -> Table:
+    from hikari.evaluation.report import metric_title  # CLI start-up time: matplotlib
+
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -114,6 +112,12 @@ def captions_command(
     report: Path | None = typer.Option(None, "--report", help="Write report.json, report.md and plots here."),
 ) -> None:
     """BLEU-1..4, ROUGE-1/2/L, disease mention rate, lengths (and BERTScore-F) of Stage 3 captions."""
+    # CLI start-up time: the metric modules import nltk, rouge-score and matplotlib
+    from hikari.evaluation.bertscore import BertScoreUnavailable
+    from hikari.evaluation.captions import evaluate_captions
+    from hikari.evaluation.predictions import PredictionFileError, read_disease_labels, read_predictions
+    from hikari.evaluation.report import CAPTION_KEYS, write_report
+
     try:
         predictions = read_predictions(pred)
         captions = [p for p in predictions if p.task == "caption"]
@@ -163,6 +167,11 @@ def diagnosis_command(
     report: Path | None = typer.Option(None, "--report", help="Write report.json, report.md and plots here."),
 ) -> None:
     """Accuracy, balanced accuracy, macro-F1, Cohen's κ, MCC, per-class sensitivity/PPV and the confusion matrix."""
+    # CLI start-up time: the metric modules import scikit-learn and matplotlib
+    from hikari.evaluation.diagnosis import as_group_predictions, evaluate_diagnosis, reparse_predictions
+    from hikari.evaluation.predictions import PredictionFileError, infer_task, read_predictions
+    from hikari.evaluation.report import DIAGNOSIS_KEYS, write_report
+
     if task is not None and task not in _TASK_LABELS:
         raise _fail(f"--task must be one of {', '.join(_TASK_LABELS)}, got {task!r}")
     try:

@@ -1,4 +1,4 @@
-"""`hikari model tiny` and `hikari model info`: thin wrappers over `hikari.models.tiny` and `hikari.models.load`."""
+"""`hikari model tiny` and `hikari model info`: thin wrappers over `hikari.demo.tiny` and `hikari.models.load`."""
 
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ def tiny_command(
 ) -> None:
     """Build, save and summarise the tiny model."""
     start = time.perf_counter()
+    # CLI start-up time: torch, transformers
     from transformers.utils import logging as hf_logging
 
+    from hikari.demo.tiny import build_tiny_qwen3vl, directory_size
     from hikari.models.load import safetensors_parameter_count
-    from hikari.models.tiny import build_tiny_qwen3vl, directory_size
 
     progress_was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # one rich spinner instead of transformers' tqdm bars
@@ -57,7 +58,7 @@ def info_command(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Print a config summary without loading any weights."""
-    from hikari.models.load import describe_model
+    from hikari.models.load import describe_model  # CLI start-up time: torch, transformers
 
     try:
         summary = describe_model(model)

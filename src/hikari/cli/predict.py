@@ -1,18 +1,25 @@
-"""`hikari predict`: a thin wrapper over `hikari.inference.predict.run_predict` (resumable JSONL predictions)."""
+"""`hikari predict`: a thin wrapper over `hikari.inference.predict.run_predict` (resumable JSONL predictions).
+
+The inference machinery (torch, transformers, the retrieval encoders) is imported when the command runs."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from hikari.evaluation.predictions import TASKS
-from hikari.inference.engines import ENGINES, EngineUnavailable
-from hikari.inference.predict import PredictSummary, run_predict
+from hikari.config import RagConfig, Task, default
+
+if TYPE_CHECKING:
+    from hikari.inference.predict import PredictSummary
+
+# The registered engine names (`hikari.inference.engines.ENGINES`; a test keeps this list equal to it). An
+# unknown --engine is rejected by the registry with the valid names.
+ENGINE_NAMES = ("transformers", "vllm", "sglang")
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)  # error paths stay copyable
@@ -58,10 +65,11 @@ def _prediction_references(
     query_captions: list[Path], device: str,
 ) -> dict[str, Any]:
     """References for the records `run_predict` will select (query texts: generated captions only)."""
-    from hikari.inference.predict import select_records
+    # CLI start-up time: retrieval loads faiss, torch and transformers
+    from hikari.data.split import read_split_records
     from hikari.retrieval.references import generated_captions, references_for_prediction
 
-    records = select_records(data, split, part)
+    records = read_split_records(data, split, [part]).parts[part]
     records = records[:limit] if limit is not None else records
     texts = generated_captions(query_captions) if query_captions else None
     return references_for_prediction(index_dir, records, k=k, reference_text=ref_text, query_texts=texts,
@@ -72,12 +80,12 @@ def predict_command(
     model: str = typer.Option(..., "--model", help="Merged model directory or Hugging Face Hub id."),
     data: Path = typer.Option(..., "--data", help="SkinCAP folder (metadata + skincap/ images)."),
     split: Path = typer.Option(..., "--split", help="Split JSON (ours or the original split_info_*.json)."),
-    task: str = typer.Option(..., "--task", help=f"What to predict: {' | '.join(TASKS)}."),
+    task: str = typer.Option(..., "--task", help=f"What to predict: {' | '.join(get_args(Task))}."),
     out: Path = typer.Option(..., "--out", help="Prediction JSONL; appended to, and resumed on rerun."),
     prompt: str | None = typer.Option(
         None, "--prompt", help="disease: P0..P3 (default P0); group/caption: prompt index (default 0)."
     ),
-    engine: str = typer.Option("transformers", "--engine", help=f"Inference engine: {' | '.join(ENGINES)}."),
+    engine: str = typer.Option("transformers", "--engine", help=f"Inference engine: {' | '.join(ENGINE_NAMES)}."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Items per generate call and per write."),
     part: str = typer.Option("val", "--part", help="Split part to predict (val, test, train)."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N items of the part."),
@@ -99,7 +107,7 @@ def predict_command(
     refs: Path | None = typer.Option(
         None, "--refs", help="Disease task: a retrieval index (`hikari retrieve build`); shows K reference cases."
     ),
-    k: int = typer.Option(3, "-k", "--k", min=1, help="References per image with --refs."),
+    k: int = typer.Option(default(RagConfig, "k_eval"), "-k", "--k", min=1, help="References per image with --refs."),
     ref_text: str = typer.Option(
         "label_description", "--ref-text", help="Reference text with --refs: label | label_description."
     ),
@@ -109,6 +117,9 @@ def predict_command(
     encoder_device: str = typer.Option("cpu", "--encoder-device", help="Retrieval encoder device with --refs."),
 ) -> None:
     """Generate predictions for one task on one split part; rerun the same command to resume."""
+    from hikari.inference.engines import EngineUnavailable  # CLI start-up time: torch, transformers
+    from hikari.inference.predict import run_predict
+
     try:
         references = None
         if refs is not None:

@@ -1,5 +1,6 @@
 """`hikari retrieve …`: build a reference index, query it, build tiny offline encoders (thin wrappers over
-`hikari.retrieval`)."""
+`hikari.retrieval` and `hikari.demo.encoders`, imported when a command runs: they load faiss, torch and
+transformers)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from hikari.config import RagConfig, default
 
 console = Console(soft_wrap=True, highlight=False)
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -27,7 +30,9 @@ def build_command(
     split: Path = typer.Option(..., "--split", help="Split JSON; only its train part is indexed."),
     encoder: str = typer.Option(..., "--encoder", help="R0..R4, or a directory from `hikari retrieve tiny-encoders`."),
     out: Path = typer.Option(..., "--out", help="Index directory to write (replaced atomically)."),
-    alpha: float = typer.Option(0.9, "--alpha", min=0.0, max=1.0, help="Image weight α of the hybrid score."),
+    alpha: float = typer.Option(
+        default(RagConfig, "alpha"), "--alpha", min=0.0, max=1.0, help="Image weight α of the hybrid score."
+    ),
     approximate: bool = typer.Option(False, "--approximate", help="Also build an IVF-SQ8 index (large sets)."),
     nlist: int | None = typer.Option(None, "--nlist", min=1, help="IVF lists (default √n)."),
     nprobe: int = typer.Option(16, "--nprobe", min=1, help="IVF lists probed per query."),
@@ -37,7 +42,7 @@ def build_command(
         False, "--trust-remote-code", help="Allow hub model code (needed by R3 jina-clip-v2 and R4 nomic)."
     ),
 ) -> None:
-    from hikari.retrieval.references import build_reference_index
+    from hikari.retrieval.references import build_reference_index  # CLI start-up time
 
     try:
         index = build_reference_index(
@@ -59,13 +64,14 @@ def query_command(
     index_dir: Path = typer.Argument(..., help="Index directory from `hikari retrieve build`."),
     image: Path = typer.Argument(..., help="Query image."),
     text: str | None = typer.Option(None, "--text", help="Query text (Strategy B), e.g. a Stage 3 caption."),
-    k: int = typer.Option(3, "-k", "--k", min=1, help="References to return."),
+    k: int = typer.Option(default(RagConfig, "k_eval"), "-k", "--k", min=1, help="References to return."),
     alpha: float | None = typer.Option(None, "--alpha", min=0.0, max=1.0, help="Override the index's α."),
     approximate: bool = typer.Option(False, "--approximate", help="Search the IVF index."),
     device: str = typer.Option("cpu", "--device", help="Encoder device."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow hub model code (R3, R4)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
+    # CLI start-up time: faiss, torch, transformers
     from hikari.data.hashing import image_hash
     from hikari.retrieval.index import Exclusion, HybridIndex
     from hikari.retrieval.references import encoders_for
@@ -99,7 +105,7 @@ def tiny_encoders_command(
     image_arch: str = typer.Option("clip", "--image-arch", help="clip | siglip"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
 ) -> None:
-    from hikari.retrieval.encoders import build_tiny_encoders
+    from hikari.demo.encoders import build_tiny_encoders  # CLI start-up time
 
     try:
         path = build_tiny_encoders(out, seed=seed, image_arch=image_arch, overwrite=overwrite)

@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from hikari.config import ConfigError, load_config, resolve_recipe
+
 console = Console(soft_wrap=True, highlight=False)  # paths and errors stay on one line
 
 
@@ -18,8 +20,7 @@ def train_command(
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip generation + metrics after training."),
 ) -> None:
     """Train one HIKARI recipe; writes adapter, resolved config, logs, metrics into the run directory."""
-    from hikari.config import ConfigError, load_config, resolve_recipe
-    from hikari.training.stages import run_training
+    from hikari.training.stages import run_training  # CLI start-up time: torch, transformers, peft
 
     try:
         cfg = load_config(resolve_recipe(config), overrides)
@@ -41,6 +42,7 @@ def merge_command(
     base: str | None = typer.Option(None, "--base", help="Base model (default: the run's recorded base)."),
 ) -> None:
     """Merge a LoRA adapter into its base: sharded safetensors + processor + model card, loadable without PEFT."""
+    # CLI start-up time: torch, transformers, peft
     from hikari.models.lora import merge_adapter_into_base
     from hikari.training.stages import RUN_INFO, read_run_info
 

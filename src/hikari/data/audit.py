@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hikari.data.hashing import DEFAULT_HASH_THRESHOLD, ImageHashes, hamming, near_duplicate_matches
+from hikari.config import DEFAULT_HASH_THRESHOLD
+from hikari.data.hashing import ImageHashes, hamming, near_duplicate_matches
 from hikari.data.records import SkinCapRecord
 from hikari.data.split import (
     PARTS,

@@ -2,7 +2,8 @@
 
 The original HIKARI split leaked 46 of 104 validation images into training, and its retrieval happily returned
 the query's own duplicate. Two images are treated as the same picture when their decoded pixels are identical
-(`pixel_sha256`) or their pHashes differ in at most `DEFAULT_HASH_THRESHOLD` bits (`near_duplicate_pairs`).
+(`pixel_sha256`) or their pHashes differ in at most `hikari.config.DEFAULT_HASH_THRESHOLD` bits
+(`near_duplicate_pairs`).
 
 pHash (Zauner 2010, as in the `imagehash` package): greyscale → (4·s)×(4·s) → 2-D DCT-II → keep the s×s lowest
 frequencies → one bit per coefficient, set when it is above the median of the s²−1 AC coefficients. The DC term
@@ -42,13 +43,10 @@ from hikari.data.images import load_rgb, to_rgb
 #     so strong tone edits of flat images are not caught; mild re-encodings are;
 #   * two crops of one source shifted by up to 16 px (~15 % of the picture) are 46–142 apart: the hash does not
 #     treat them as copies, which is why the split also groups rows by their ori_file_path.
+# The threshold, `hikari.config.DEFAULT_HASH_THRESHOLD` = 48 bits, sits in the gap between copies and distinct pictures.
 HASH_SIZE = 16
 HASH_BITS = HASH_SIZE * HASH_SIZE
 _HIGHFREQ_FACTOR = 4  # the image is reduced to (HASH_SIZE·4)² pixels before the DCT
-
-# 48 of 256 bits sits in the middle of the gap between the largest copy distance measured (36) and the smallest
-# distance between distinct pictures (62).
-DEFAULT_HASH_THRESHOLD = 48
 
 ImageLike = str | os.PathLike[str] | Image.Image
 
@@ -121,7 +119,7 @@ def hamming(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 
 
-def _popcount(x: np.ndarray) -> np.ndarray:
+def popcount(x: np.ndarray) -> np.ndarray:
     """Per-element popcount of a uint64 array (numpy ≥ 2.0 has it built in; a byte lookup table otherwise)."""
     if hasattr(np, "bitwise_count"):
         return np.bitwise_count(x).astype(np.int64)
@@ -149,7 +147,7 @@ def _chunked_distances(left: np.ndarray, right: np.ndarray, chunk_bytes: int) ->
     rows = max(1, chunk_bytes // max(1, 8 * right.size))
     for start in range(0, left.shape[0], rows):
         xor = left[start : start + rows, None, :] ^ right[None, :, :]  # (rows, m, w)
-        yield start, _popcount(xor).sum(axis=-1)
+        yield start, popcount(xor).sum(axis=-1)
 
 
 def near_duplicate_pairs(hashes: Sequence[int], threshold: int, *, chunk_bytes: int = 1 << 25) -> list[tuple[int, int]]:

@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from hikari.config import DataConfig, default
+
 # The original HIKARI preprocessing: `img.thumbnail((672, 672), Image.LANCZOS)` before the processor.
-DEFAULT_MAX_SIZE = 672
+DEFAULT_MAX_SIZE = default(DataConfig, "max_image_size")
 
 PathLike = str | os.PathLike[str]
 

@@ -113,7 +113,7 @@ def fuzzy_merge_map(
 
 
 def normalise_diseases(
-    raw: Iterable[object], top_k: int = 10, threshold: float = FUZZY_MERGE_THRESHOLD
+    raw: Iterable[object], top_k: int, threshold: float = FUZZY_MERGE_THRESHOLD
 ) -> tuple[list[str | None], list[str]]:
     """The original HIKARI preprocessing: clean, pick the top-K, fuzzy-merge rare spellings into them.
 

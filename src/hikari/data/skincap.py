@@ -27,6 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, NamedTuple
 
+from openpyxl import load_workbook
+from openpyxl.utils.exceptions import InvalidFileException
+
+from hikari.config import DataConfig, default
 from hikari.data.images import verify_image
 from hikari.data.labels import (
     DISEASE_TO_GROUP,
@@ -221,9 +225,6 @@ def _read_csv(path: Path) -> tuple[list[str], Rows]:
 
 def _read_xlsx(path: Path, max_header_row: int = 5) -> tuple[list[str], Rows]:
     """Header (the first of the top rows holding `skincap_file_path`: row 2 in SkinCAP) and the data rows."""
-    from openpyxl import load_workbook
-    from openpyxl.utils.exceptions import InvalidFileException
-
     try:
         wb = load_workbook(path, read_only=True, data_only=True)
     except (OSError, zipfile.BadZipFile, InvalidFileException, KeyError) as err:
@@ -296,10 +297,10 @@ def _disease_problem(raw: str) -> str | None:
 def read_skincap(
     root: Path | str,
     *,
-    metadata: str | Path = "csv",
+    metadata: str | Path = default(DataConfig, "metadata"),
     caption_column: str = CAPTION_COLUMN,
-    exclude_flagged: bool = False,
-    top_k: int | None = 10,
+    exclude_flagged: bool = default(DataConfig, "exclude_flagged"),
+    top_k: int | None = default(DataConfig, "top_k"),
     fuzzy_threshold: float = FUZZY_MERGE_THRESHOLD,
     check_images: bool = True,
 ) -> SkinCapDataset:

@@ -19,10 +19,10 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
+from hikari.config import DEFAULT_HASH_THRESHOLD, DataConfig, default
 from hikari.data.hashing import (
-    DEFAULT_HASH_THRESHOLD,
     HASH_BITS,
     ImageHashes,
     hash_images,
@@ -30,10 +30,8 @@ from hikari.data.hashing import (
 )
 from hikari.data.labels import FUZZY_MERGE_THRESHOLD
 from hikari.data.records import SkinCapRecord
+from hikari.data.skincap import SkinCapDataset, read_skincap
 from hikari.utils.io import atomic_write_json, fingerprint_strings
-
-if TYPE_CHECKING:
-    from hikari.data.skincap import SkinCapDataset
 
 SPLIT_FORMAT = "hikari-split"
 SPLIT_VERSION = 1
@@ -468,23 +466,58 @@ def select_part(records: Sequence[SkinCapRecord], split: SplitInfo, part: str) -
     return [by_name[n] for n in wanted]
 
 
+# The `read_skincap` options a split of ours records: reading the data as the split was made keeps labels equal.
+READER_OPTIONS: tuple[str, ...] = ("metadata", "caption_column", "exclude_flagged", "top_k", "fuzzy_threshold")
+
+
+class SplitRecords(NamedTuple):
+    """The records of each selected split part (in split order), the dataset they were read from, and the split."""
+
+    parts: dict[str, list[SkinCapRecord]]
+    dataset: SkinCapDataset
+    split: SplitInfo
+
+
+def read_split_records(
+    data_dir: str | Path,
+    split_path: str | Path,
+    parts: Sequence[str] | None = None,
+    *,
+    reader_options: Mapping[str, Any] | None = None,
+    check_images: bool = False,
+) -> SplitRecords:
+    """Read a SkinCAP folder and select the records of split parts `parts` (None: every part of the split).
+
+    This is how every stage (training, prediction, retrieval) gets a split's records. The folder is read with
+    `reader_options` (`read_skincap` keywords; a training run passes its `data` section) or, when None, with the
+    options the split was made with (our split files record them; the original's record none: reader defaults).
+    `check_images` decodes every image while reading; otherwise files are only checked to exist, and images are
+    decoded (and counted when unreadable) where they are used. Raises, naming the split file, when a file of a
+    selected part is not in the data or its disease changed since the split was made.
+    """
+    split = load_split(split_path)
+    if reader_options is None:
+        reader_options = {k: split.config[k] for k in READER_OPTIONS if split.format == "hikari" and k in split.config}
+    dataset = read_skincap(data_dir, check_images=check_images, **reader_options)
+    selected = {part: select_part(dataset.records, split, part) for part in (split.parts if parts is None else parts)}
+    return SplitRecords(selected, dataset, split)
+
+
 def split_dataset(
     root: str | Path,
     *,
-    top_k: int = 10,
+    top_k: int = default(DataConfig, "top_k"),
     val_frac: float = 0.1,
     test_frac: float = 0.0,
     seed: int = 42,
     hash_threshold: int = DEFAULT_HASH_THRESHOLD,
-    metadata: str = "csv",
+    metadata: str = default(DataConfig, "metadata"),
     caption_column: str | None = None,
-    exclude_flagged: bool = False,
+    exclude_flagged: bool = default(DataConfig, "exclude_flagged"),
     fuzzy_threshold: float = FUZZY_MERGE_THRESHOLD,
     progress: bool = True,
 ) -> tuple[Split, SkinCapDataset]:
     """Read a SkinCAP folder (`read_skincap`), hash every usable image, and split it with `make_split`."""
-    from hikari.data.skincap import read_skincap  # the reader pulls in pandas; keep this module light to import
-
     reader_options: dict[str, Any] = {
         "metadata": metadata,
         "exclude_flagged": exclude_flagged,

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import importlib
 import statistics
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +21,7 @@ from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
 from rouge_score import rouge_scorer
 
 from hikari.data.labels import ALIASES
+from hikari.evaluation.bertscore import BERTSCORE_LAYER, BERTSCORE_MODEL, bert_score_f
 from hikari.evaluation.predictions import Prediction
 
 BLEU_WEIGHTS: dict[str, tuple[float, ...]] = {
@@ -31,12 +31,6 @@ BLEU_WEIGHTS: dict[str, tuple[float, ...]] = {
     "bleu_4": (0.25, 0.25, 0.25, 0.25),
 }
 ROUGE_KEYS: dict[str, str] = {"rouge1": "rouge_1", "rouge2": "rouge_2", "rougeL": "rouge_l"}
-BERTSCORE_MODEL = "roberta-large"
-BERTSCORE_LAYER = 17
-
-
-class BertScoreUnavailable(RuntimeError):
-    """BERTScore was requested but the package or its model cannot be loaded (offline, not installed)."""
 
 
 def _check_pairs(references: Sequence[str], hypotheses: Sequence[str]) -> None:
@@ -68,39 +62,6 @@ def rouge_scores(references: Sequence[str], hypotheses: Sequence[str]) -> dict[s
         for key in ROUGE_KEYS:
             totals[key] += scores[key].fmeasure
     return {name: totals[key] / len(references) * 100.0 for key, name in ROUGE_KEYS.items()}
-
-
-def bert_score_f(
-    references: Sequence[str],
-    hypotheses: Sequence[str],
-    model_type: str = BERTSCORE_MODEL,
-    num_layers: int | None = BERTSCORE_LAYER,
-    lang: str = "en",
-    batch_size: int = 16,
-    device: str | None = None,
-) -> float:
-    """Mean BERTScore F1 ×100 (no baseline rescaling). `model_type` may be a local directory (then give
-    `num_layers`). Raises `BertScoreUnavailable` with instructions when the package or model is missing."""
-    _check_pairs(references, hypotheses)
-    try:
-        bert_score = importlib.import_module("bert_score")
-    except ImportError as err:
-        raise BertScoreUnavailable(
-            "BERTScore needs the bert_score package: pip install 'hikari[bertscore]' (or pip install bert-score)"
-        ) from err
-    try:
-        _, _, f1 = bert_score.score(
-            list(hypotheses), list(references), model_type=model_type, num_layers=num_layers, lang=lang,
-            batch_size=batch_size, device=device, rescale_with_baseline=False, verbose=False,
-        )  # fmt: skip
-    except (OSError, ValueError) as err:
-        raise BertScoreUnavailable(
-            f"could not load the BERTScore model {model_type!r}: {err}\n"
-            f"Download it once while online (huggingface-cli download {model_type}) and run with "
-            "HF_HUB_OFFLINE=1, or pass a local model directory with its layer (--bertscore-model DIR "
-            "--bertscore-layer N)."
-        ) from err
-    return float(f1.mean()) * 100.0
 
 
 def mentions_disease(caption: str, disease: str) -> bool:

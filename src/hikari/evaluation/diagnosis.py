@@ -33,8 +33,8 @@ from sklearn.metrics import (
 )
 
 from hikari.data.labels import DISEASE_TO_GROUP, UNKNOWN
+from hikari.evaluation.parsing import parse_diagnosis
 from hikari.evaluation.predictions import Prediction
-from hikari.inference.parsing import parse_diagnosis
 
 
 def _check_inputs(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> None:

@@ -43,11 +43,14 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+from hikari.config import Task
 from hikari.data.labels import GROUPS
+from hikari.data.skincap import read_skincap
+from hikari.data.split import load_split
 
-TASKS: tuple[str, ...] = ("group", "disease", "caption")
+TASKS: tuple[str, ...] = get_args(Task)
 _REQUIRED = ("id", "file_name", "task", "raw_output", "parsed")
 _OPTIONAL_STR = ("ground_truth", "disease", "prompt_id", "model", "engine", "split")
 
@@ -253,8 +256,6 @@ def exclude_file_names(predictions: Sequence[Prediction], file_names: Iterable[s
 
 def train_file_names(split_path: str | os.PathLike[str]) -> set[str]:
     """File names in the TRAIN part of a split file (ours or the original's), via `hikari.data.split`."""
-    from hikari.data.split import load_split
-
     return load_split(split_path).file_names("train")
 
 
@@ -263,8 +264,6 @@ def read_disease_labels(path: str | os.PathLike[str]) -> dict[str, str]:
     no labels), or an original HIKARI *diagnosis* prediction file (its ``ground_truth``)."""
     path = Path(path)
     if path.is_dir():
-        from hikari.data.skincap import read_skincap
-
         return {record.file_name: record.disease for record in read_skincap(path, check_images=False).records}
     if not path.is_file():
         raise PredictionFileError(f"{path}: label source not found (expected a SkinCAP folder or a JSON file)")
@@ -283,8 +282,6 @@ def read_disease_labels(path: str | os.PathLike[str]) -> dict[str, str]:
             labels[prediction.file_name] = prediction.ground_truth
         return labels
     if isinstance(whole, dict):
-        from hikari.data.split import load_split
-
         split_labels = dict(load_split(path).labels)
         if not split_labels:
             raise PredictionFileError(

@@ -26,10 +26,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from hikari.config import DataConfig, RagConfig, default
 from hikari.data import prompts as P
+from hikari.data.hashing import image_hash
+from hikari.data.images import load_rgb
 from hikari.data.labels import DISEASES, GROUPS
+from hikari.evaluation.parsing import parse_caption, parse_diagnosis
 from hikari.inference.engines import DEFAULT_MAX_NEW_TOKENS, Engine, TransformersEngine
-from hikari.inference.parsing import parse_caption, parse_diagnosis
+from hikari.inference.predict import resolve_prompt
+from hikari.models.load import load_model, load_processor
+from hikari.models.lora import load_adapter
+from hikari.retrieval.index import Exclusion, HybridIndex
+from hikari.retrieval.references import encoders_for, reference_triples
 
 QueryText = Literal["caption", "none"]
 
@@ -57,9 +65,6 @@ def load_stage_engine(path: str | Path, *, dtype: str = "auto", device: str | No
     run_info = Path(path) / "run_info.json"
     if not run_info.is_file():
         return TransformersEngine(path, dtype=dtype, device=device, batch_size=batch_size)
-    from hikari.models.load import load_model, load_processor
-    from hikari.models.lora import load_adapter
-
     info = json.loads(run_info.read_text(encoding="utf-8"))
     adapter = Path(path) / info["adapter"]
     model = load_model(info["base_model"], dtype=dtype, device_map={"": device} if device else None)
@@ -82,7 +87,7 @@ def run_cascade(
     stage2: str | Path,
     stage3: str | Path,
     refs: str | Path | None = None,
-    k: int = 3,
+    k: int = default(RagConfig, "k_eval"),
     texts: Sequence[str | None] | None = None,
     query_text: QueryText = "caption",
     reference_text: str = "label_description",
@@ -90,7 +95,7 @@ def run_cascade(
     dtype: str = "auto",
     device: str | None = None,
     batch_size: int = 4,
-    image_max_size: int | None = 672,
+    image_max_size: int | None = default(DataConfig, "max_image_size"),
     encoder_device: str = "cpu",
     trust_remote_code: bool = False,
     alpha: float | None = None,
@@ -108,9 +113,6 @@ def run_cascade(
         reference_text: "label" or "label_description" (the original's inference format).
         stage2_prompt: P0..P3 or T0..T2 (see `hikari.inference.predict.resolve_prompt`).
     """
-    from hikari.data.images import load_rgb
-    from hikari.inference.predict import resolve_prompt
-
     if not images:
         return []
     if texts is not None and len(texts) != len(images):
@@ -162,10 +164,6 @@ def _retrieve(
     reference_text: str, alpha: float | None, device: str, trust_remote_code: bool, results: list[CascadeResult],
 ) -> list[list[tuple[Any, str, str | None]]]:  # fmt: skip
     """Top-k references per image (the picture itself and near-duplicates excluded), as prompt triples."""
-    from hikari.data.hashing import image_hash
-    from hikari.retrieval.index import Exclusion, HybridIndex
-    from hikari.retrieval.references import encoders_for, reference_triples
-
     index = HybridIndex.load(index_dir)
     encoders = encoders_for(index, device=device, trust_remote_code=trust_remote_code)
     image_emb = encoders.encode_images(pil)

@@ -8,7 +8,7 @@ Every engine takes a batch of chat conversations in the Hugging Face multimodal 
     texts = engine.generate(batch, max_new_tokens=DEFAULT_MAX_NEW_TOKENS["caption"])
     engine.close()
 
-Decoding rules shared by all engines (the answer parser in `hikari.inference.parsing` relies on them):
+Decoding rules shared by all engines (the answer parser in `hikari.evaluation.parsing` relies on them):
 
 * greedy unless `temperature > 0`;
 * generation stops at the model's end-of-turn token (``<|im_end|>`` for Qwen3-VL, from its generation config),
@@ -32,12 +32,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+import torch
 from PIL import Image
 
-if TYPE_CHECKING:  # torch is imported where an engine runs, so that `hikari --help` stays fast
-    import torch
+from hikari.data.images import load_rgb
+from hikari.models.load import load_model, load_processor
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +68,6 @@ def as_pil(image: Any) -> Image.Image:
     if isinstance(image, Image.Image):
         return image if image.mode == "RGB" else image.convert("RGB")
     if isinstance(image, (str, os.PathLike)):
-        from hikari.data.images import load_rgb
-
         return load_rgb(Path(image), max_size=None)
     raise TypeError(f"an image content item must hold a PIL image or a file path, got {type(image).__name__}")
 
@@ -136,14 +135,10 @@ def special_tokens_of(tokenizer: Any) -> list[str]:
 
 
 def _cuda_available() -> bool:
-    import torch
-
     return torch.cuda.is_available()
 
 
 def _release_cuda_memory() -> None:
-    import torch
-
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
@@ -234,8 +229,6 @@ class TransformersEngine(Engine):
         max_pixels: int | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        from hikari.models.load import load_model, load_processor
-
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
@@ -317,8 +310,6 @@ class TransformersEngine(Engine):
     ) -> list[list[int]]:
         """The generated token ids per conversation, cut just after the first end-of-turn token (inclusive);
         a sequence that hit `max_new_tokens` has no end token."""
-        import torch
-
         _check_generation_args(max_new_tokens, temperature)
         results: list[list[int]] = []
         for start in range(0, len(batch), self.batch_size):
@@ -502,8 +493,6 @@ class SGLangEngine(Engine):
             raise ValueError(f"unknown SGLang quantization {quantization!r}; valid: {SGLANG_QUANTIZATIONS}")
         sglang = _import_optional("sglang", "sglang", "hikari[sglang]")
         _require_cuda("sglang", "hikari[sglang]")
-        from hikari.models.load import load_processor
-
         # Our processor renders the prompts, so SGLang sees exactly the text the transformers engine would.
         self.processor = load_processor(model_path, trust_remote_code=trust_remote_code)
         self._special_tokens = special_tokens_of(self.processor.tokenizer)

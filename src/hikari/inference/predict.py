@@ -4,7 +4,7 @@
 
 Flow: read the SkinCAP folder with the reader options the split was made with → select the split part's records
 by file name (in the split's order; ``limit`` keeps the first N) → skip ids already in the output → per batch:
-load images, build the task's prompt (`hikari.data.prompts`), generate, parse (`hikari.inference.parsing`), append
+load images, build the task's prompt (`hikari.data.prompts`), generate, parse (`hikari.evaluation.parsing`), append
 one line per item (`hikari.evaluation.predictions`), flush and fsync.
 
 Resuming. The output file is the run's journal. A rerun with the same arguments skips every id already in it, so
@@ -33,6 +33,8 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from hikari.config import DataConfig, default
+from hikari.data.images import load_rgb
 from hikari.data.labels import DISEASES, GROUPS, UNKNOWN
 from hikari.data.prompts import (
     STAGE1_PROMPTS,
@@ -45,18 +47,17 @@ from hikari.data.prompts import (
     stage3_messages,
 )
 from hikari.data.records import SkinCapRecord
-from hikari.data.images import load_rgb
+from hikari.data.split import read_split_records
+from hikari.evaluation.parsing import parse_caption, parse_diagnosis
 from hikari.evaluation.predictions import TASKS, Prediction, append_predictions, read_predictions
 from hikari.inference.engines import DEFAULT_MAX_NEW_TOKENS, THINKING_MAX_NEW_TOKENS, Engine, make_engine
 from hikari.inference.engines import engine_options as engine_option_names
-from hikari.inference.parsing import parse_caption, parse_diagnosis
+from hikari.inference.scoring import choice_probabilities
 from hikari.utils.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 STATUS_ERROR = "error"
-# Split-file config keys that are `read_skincap` options: reading the data as the split was made keeps labels equal.
-_READER_KEYS = ("metadata", "caption_column", "exclude_flagged", "top_k", "fuzzy_threshold")
 
 
 @dataclass
@@ -210,20 +211,6 @@ def existing_ids(path: Path, *, task: str, prompt_id: str, model: str, part: str
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def select_records(data: Path, split: Path, part: str) -> list[SkinCapRecord]:
-    """The records of split part `part`, in split order, read with the split's reader options.
-
-    Raises naming the split file when a file of the part is not in the data."""
-    from hikari.data.skincap import read_skincap
-    from hikari.data.split import load_split, select_part
-
-    info = load_split(split)
-    options = {k: info.config[k] for k in _READER_KEYS if info.format == "hikari" and k in info.config}
-    # Images are decoded at predict time (and counted when unreadable), not twice.
-    dataset = read_skincap(data, check_images=False, **options)
-    return select_part(dataset.records, info, part)
-
-
 def _parse(raw: str, task: str, thinking: bool) -> tuple[str, bool]:
     if task == "caption":
         caption = parse_caption(raw, thinking=thinking)
@@ -252,7 +239,7 @@ def run_predict(
     engine_options: dict[str, Any] | None = None,
     thinking: bool = False,
     retry_errors: bool = False,
-    image_max_size: int | None = 672,
+    image_max_size: int | None = default(DataConfig, "max_image_size"),
     progress: bool = True,
     group_context: Mapping[str, str] | None = None,
     group_probabilities: bool = False,
@@ -324,7 +311,8 @@ def run_predict(
     out = Path(out)
     summary = PredictSummary(out=out, task=task, prompt_id=prompt_id)
 
-    part_records = select_records(Path(data), Path(split), part)
+    # Images are decoded at predict time (and counted when unreadable), not while reading the folder.
+    part_records = read_split_records(data, split, [part]).parts[part]
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     records = part_records[:limit] if limit is not None else part_records
@@ -397,8 +385,6 @@ def _predict_batch(
     group_probabilities: bool = False,
 ) -> list[Prediction]:
     """Predictions for one batch, in batch order; unreadable images become error lines."""
-    from hikari.data.images import load_rgb
-
     common = {"task": task, "prompt_id": prompt_id, "model": model, "engine": engine_name, "split": part}
     readable: list[tuple[SkinCapRecord, list[dict[str, Any]]]] = []
     errors: dict[str, str] = {}
@@ -420,8 +406,6 @@ def _predict_batch(
         outputs = {record.id: text for (record, _), text in zip(readable, texts, strict=True)}
     probabilities: dict[str, dict[str, float]] = {}
     if group_probabilities and readable:
-        from hikari.inference.scoring import choice_probabilities
-
         if not hasattr(engine, "model") or not hasattr(engine, "processor"):
             raise ValueError(f"group probabilities need the transformers engine, not {engine_name!r}")
         probs = choice_probabilities(engine.model, engine.processor, [m for _, m in readable], GROUPS)

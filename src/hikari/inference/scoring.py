@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from hikari.data.prompts import SOFT_GROUP_CONTEXT
+from hikari.models.batching import VLMCollator, supervised_positions
 
 
 @torch.inference_mode()
@@ -23,9 +24,6 @@ def choice_probabilities(
     choices: Sequence[str],
 ) -> torch.Tensor:
     """P(choice | conversation) for every conversation and choice: (len(batch), len(choices)), rows sum to 1."""
-    from hikari.training.data import VLMCollator
-    from hikari.training.trainer import supervised_positions
-
     collator = VLMCollator(processor, max_length=1 << 30)
     items = [{"messages": list(messages), "target": choice} for messages in batch for choice in choices]
     inputs = collator(items)

@@ -8,15 +8,15 @@ the same path, so a bug that the CPU tests catch on the tiny model is a bug in t
 
 from __future__ import annotations
 
-import os
-
 import importlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
 from transformers.modeling_utils import PreTrainedModel
 from transformers.processing_utils import ProcessorMixin
@@ -178,8 +178,6 @@ def load_processor(
 
 def safetensors_parameter_count(model_dir: str | Path) -> int:
     """Number of stored parameters, read from the safetensors headers only (no weights are loaded)."""
-    from safetensors import safe_open
-
     files = sorted(Path(model_dir).glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no *.safetensors files in {model_dir}")

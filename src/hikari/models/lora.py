@@ -11,12 +11,15 @@ expressions matched against full module names (PEFT's `target_modules` string fo
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+
+from hikari.models.load import load_model, load_processor
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +98,6 @@ def merge_adapter_into_base(
     The base is loaded un-quantised even when the adapter was trained with QLoRA: merging into 4-bit weights
     would round the update away. The result loads with plain transformers/vLLM, no PEFT needed.
     """
-    from hikari.models.load import load_model, load_processor
-
     out = Path(out)
     model = load_model(base, dtype="fp32", trust_remote_code=trust_remote_code)
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
@@ -109,8 +110,6 @@ def merge_adapter_into_base(
         merged.generation_config.save_pretrained(tmp)
     (tmp / "README.md").write_text(_model_card(base, adapter_dir, save_dtype, extra_readme), encoding="utf-8")
     if out.exists():
-        import shutil
-
         shutil.rmtree(out)
     tmp.rename(out)  # a half-written merge never looks like a finished one
     return out

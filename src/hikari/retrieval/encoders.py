@@ -1,4 +1,4 @@
-"""Retrieval encoders R0–R4 (one registry) and tiny offline encoders for tests and the demo.
+"""Retrieval encoders R0–R4 (one registry) and the loader of any encoder pair saved in a directory.
 
 An encoder pair turns reference images and texts into L2-normalised embeddings:
 
@@ -8,8 +8,9 @@ An encoder pair turns reference images and texts into L2-normalised embeddings:
 
 Names come from a registry (`ENCODERS`); an unknown name raises with the valid list, and nothing ever falls back
 to another encoder (the original picked encoders by substring and silently fell back to CLIP). Besides the
-registry names, `load_encoders` takes a local directory holding `hikari_encoder.json` — what
-`build_tiny_encoders` writes — so the tiny encoders go through the very same `from_pretrained` path as hub ids.
+registry names, `load_encoders` takes a local directory holding `hikari_encoder.json` (`ENCODER_FILE`) — what
+`hikari retrieve tiny-encoders` writes — so the tiny offline encoders go through the very same `from_pretrained`
+path as hub ids.
 
 How each model is read (all in plain transformers, so no extra package is needed):
 - image "projected": `get_image_features` (CLIP, SigLIP): the projected pooled output;
@@ -26,15 +27,20 @@ exercised by the offline tests.
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
+from rich.progress import Progress
+from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
-from hikari.utils.io import atomic_directory
+from hikari.config import DataConfig, default
+from hikari.data.images import load_rgb, to_rgb
 
 ImageKind = Literal["projected", "cls", "remote"]
 TextKind = Literal["cls", "mean"]
@@ -145,9 +151,6 @@ class Encoders:
         text_backend: TextBackend = "transformers",
         ref: str | None = None,
     ) -> None:
-        import torch
-        from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
-
         if spec.needs_remote_code and not trust_remote_code:
             raise ValueError(
                 f"encoder {spec.name} ({spec.image_model}"
@@ -160,7 +163,6 @@ class Encoders:
         self.ref = ref or (str(root) if root is not None else spec.name)  # how to load these encoders again
         self.device = device
         self.text_backend = text_backend
-        self._torch = torch
         self.image_source = self._source(spec.image_model, root)
         self.text_source = self._source(spec.text_model, root) if spec.text_model else None
         kw = {"trust_remote_code": trust_remote_code}
@@ -175,11 +177,11 @@ class Encoders:
         device, text_backend = self.device, self.text_backend
         if self.text_source is not None:
             if text_backend == "sentence-transformers":
-                from sentence_transformers import SentenceTransformer
+                from sentence_transformers import SentenceTransformer  # optional extra: hikari[rag]
 
                 self.text_model = SentenceTransformer(self.text_source, device=device, **kw)
             elif text_backend == "flagembedding":
-                from FlagEmbedding import BGEM3FlagModel
+                from FlagEmbedding import BGEM3FlagModel  # optional extra: hikari[rag]
 
                 self.text_model = BGEM3FlagModel(self.text_source, use_fp16=False, devices=device)
             else:
@@ -203,12 +205,14 @@ class Encoders:
                 "text_source": self.text_source, "text_backend": self.text_backend}  # fmt: skip
 
     def encode_images(
-        self, images: Sequence[Any], *, batch_size: int = 32, max_size: int | None = 672, progress: bool = False
+        self,
+        images: Sequence[Any],
+        *,
+        batch_size: int = 32,
+        max_size: int | None = default(DataConfig, "max_image_size"),
+        progress: bool = False,
     ) -> np.ndarray:
         """(n, d_img) float32 unit embeddings of PIL images or image paths (decoded with `load_rgb`)."""
-        from hikari.data.images import load_rgb, to_rgb
-
-        torch = self._torch
         out: list[np.ndarray] = []
         with _progress(progress, len(images), f"encoding images ({self.spec.name})") as advance, torch.inference_mode():
             for part in _batches(len(images), batch_size):
@@ -235,7 +239,6 @@ class Encoders:
         """(n, d_txt) float32 unit embeddings; `query` selects the query prefix (else the document prefix)."""
         if not self.has_text:
             raise ValueError(f"encoder {self.spec.name} has no text encoder (image only)")
-        torch = self._torch
         prefix = self.spec.query_prefix if query else self.spec.document_prefix
         texts = [prefix + t for t in texts]
         out: list[np.ndarray] = []
@@ -268,8 +271,6 @@ class Encoders:
 @contextmanager
 def _quiet_hf_progress() -> Iterator[None]:
     """No transformers tqdm bars while loading (they would interleave with our output); restored afterwards."""
-    from transformers.utils import logging as hf_logging
-
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
@@ -289,8 +290,6 @@ class _progress:
     def __enter__(self) -> Any:
         if not self.enabled:
             return lambda n: None
-        from rich.progress import Progress
-
         self.bar = Progress(transient=True)
         self.bar.start()
         task = self.bar.add_task(self.description, total=self.total)
@@ -311,75 +310,3 @@ def load_encoders(
     """Load a registry encoder (R0–R4) by hub id, or a `hikari_encoder.json` directory (tiny encoders)."""
     spec, root = resolve_encoder(name_or_dir)
     return Encoders(spec, root=root, device=device, trust_remote_code=trust_remote_code, text_backend=text_backend)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Tiny offline encoders
-# ---------------------------------------------------------------------------------------------------------------
-
-TINY_IMAGE_ARCHS: tuple[str, ...] = ("clip", "siglip")
-TINY_IMAGE_SIZE = 64
-
-
-def build_tiny_encoders(
-    out: Path, *, seed: int = 0, image_arch: str = "clip", overwrite: bool = False
-) -> Path:
-    """Random-initialised tiny image encoder (CLIP or SigLIP) + tiny BERT text encoder, saved like the tiny VLM.
-
-    Writes `out/image` (model + image processor), `out/text` (model + HIKARI BPE tokenizer) and
-    `out/hikari_encoder.json`; `load_encoders(out)` then loads them through `from_pretrained`. Weights depend
-    only on `seed`. The directory is written in a sibling temporary folder and renamed into place.
-    """
-    import torch
-    from transformers import (
-        BertConfig,
-        BertModel,
-        CLIPConfig,
-        CLIPImageProcessor,
-        CLIPModel,
-        SiglipConfig,
-        SiglipImageProcessor,
-        SiglipModel,
-    )
-
-    from hikari.models.tiny import tokenizer_training_texts, train_tiny_tokenizer
-
-    if image_arch not in TINY_IMAGE_ARCHS:
-        raise ValueError(f"unknown tiny image architecture {image_arch!r}; valid: {', '.join(TINY_IMAGE_ARCHS)}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} is not empty; choose another directory or pass overwrite=True")
-
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                  image_size=TINY_IMAGE_SIZE, patch_size=16)  # fmt: skip
-    text = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                max_position_embeddings=64, bos_token_id=0, eos_token_id=1, pad_token_id=1)  # fmt: skip
-    tokenizer = train_tiny_tokenizer(tokenizer_training_texts())
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if image_arch == "clip":
-            image_model: Any = CLIPModel(CLIPConfig(vision_config=vision, text_config=text, projection_dim=32))
-            processor: Any = CLIPImageProcessor(size={"shortest_edge": TINY_IMAGE_SIZE},
-                                                crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
-        else:
-            image_model = SiglipModel(SiglipConfig(vision_config=vision, text_config=text))
-            processor = SiglipImageProcessor(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
-        text_model = BertModel(BertConfig(
-            vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-            num_attention_heads=2, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
-        ))  # fmt: skip
-    spec = EncoderSpec(
-        name=f"tiny-{image_arch}", image_model="image", image_kind="projected", text_model="text",
-        text_kind="mean", text_max_length=256, description=f"tiny random {image_arch} + tiny BERT (offline)",
-    )  # fmt: skip
-
-    with atomic_directory(out) as staging:
-        image_model.eval().save_pretrained(staging / "image")
-        processor.save_pretrained(staging / "image")
-        text_model.eval().save_pretrained(staging / "text")
-        tokenizer.save_pretrained(staging / "text")
-        (staging / ENCODER_FILE).write_text(json.dumps(asdict(spec), indent=2) + "\n", encoding="utf-8")
-    return out
-

@@ -36,9 +36,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import faiss
 import numpy as np
 
-from hikari.data.hashing import DEFAULT_HASH_THRESHOLD, _popcount
+from hikari.config import DEFAULT_HASH_THRESHOLD
+from hikari.data.hashing import popcount
 from hikari.utils.io import atomic_directory
 
 INDEX_FORMAT = "hikari-rag-index"
@@ -46,14 +48,6 @@ INDEX_VERSION = 1
 Strategy = Literal["text", "image_text", "image"]
 _HASH_WORDS = 4  # 256-bit pHash as four uint64 words
 BLAS_DATABASE_BLOCK = 16_384
-
-
-def _faiss() -> Any:
-    try:
-        import faiss
-    except ImportError as err:  # pragma: no cover - faiss-cpu is a core dependency
-        raise ImportError("the retrieval index needs faiss (pip install faiss-cpu)") from err
-    return faiss
 
 
 @dataclass(frozen=True)
@@ -184,7 +178,6 @@ class HybridIndex:
             raise ValueError(f"{n} embeddings but {len(references)} references")
         matrix = np.concatenate(parts, axis=1) if len(parts) > 1 else image_emb
         d_txt = 0 if text_emb is None else text_emb.shape[1]
-        faiss = _faiss()
         exact = faiss.IndexFlatIP(matrix.shape[1])
         exact.add(matrix)
         meta = IndexInfo(alpha=float(alpha), image_dim=d_img, text_dim=d_txt, **info)
@@ -310,14 +303,12 @@ class HybridIndex:
             return self.exact
         if self.approx is None:
             raise ValueError("this index was built without an approximate (IVF) index; rebuild with approximate")
-        faiss = _faiss()
         refine = faiss.IndexRefine(self.approx, self.exact)
         refine.k_factor = float(self.info.approximate["k_factor"] if self.info.approximate else 8)
         self._keep_alive = refine  # the refine wrapper does not own its sub-indexes; keep the pair together
         return refine
 
     def _run(self, index: Any, vectors: np.ndarray, fetch: int, approximate: bool) -> tuple[np.ndarray, np.ndarray]:
-        faiss = _faiss()
         if approximate:
             self.approx.nprobe = int(self.info.approximate["nprobe"]) if self.info.approximate else 16
         # Exact search multiplies query blocks by database blocks of this many rows (BLAS), then updates the top-k
@@ -340,7 +331,7 @@ class HybridIndex:
             mask |= self._sources[valid] == ex.source
         if ex.phash is not None:
             q = phash_words([ex.phash])[0]
-            dist = _popcount(self._hash_words[valid] ^ q).sum(axis=1)
+            dist = popcount(self._hash_words[valid] ^ q).sum(axis=1)
             mask |= self._has_hash[valid] & (dist <= self.info.hash_threshold)
         return mask
 
@@ -348,7 +339,6 @@ class HybridIndex:
 
     def save(self, out: Path, *, overwrite: bool = True) -> Path:
         """Write the index directory atomically (sibling temporary folder, then rename)."""
-        faiss = _faiss()
         out = Path(out)
         if out.exists() and not overwrite:
             raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
@@ -365,7 +355,6 @@ class HybridIndex:
     @classmethod
     def load(cls, path: Path) -> HybridIndex:
         """Read an index directory written by `save`; errors name the directory and the missing/bad file."""
-        faiss = _faiss()
         path = Path(path)
         meta_path = path / "index.json"
         if not meta_path.is_file():
@@ -397,7 +386,6 @@ def build_ivf(
     matrix: np.ndarray, *, nlist: int | None, nprobe: int, k_factor: int, train_size: int, seed: int
 ) -> tuple[Any, dict[str, Any]]:
     """IVF-SQ8 (inner product) over `matrix` rows (n, d), trained on a seeded sample; returns (index, params)."""
-    faiss = _faiss()
     n, d = matrix.shape
     nlist = nlist or default_nlist(n)
     if nlist < 1 or nlist > n:

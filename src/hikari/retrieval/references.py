@@ -1,7 +1,7 @@
 """Reference cases for records: build the index of a split's train part, retrieve K references per record
 (own id, source image and near-duplicates excluded), and cache them on disk before any VLM is loaded.
 
-    index = build_reference_index(data_dir, split_path, "R2", out=Path("runs/rag-r2"), alpha=0.9)
+    index = build_reference_index(data_dir, split_path, "R2", out=Path("runs/rag-r2"), alpha=config.rag.alpha)
     refs = retrieve_references(index, encoders, records, k=3, query_texts=None)   # file name → [Hit, ...]
 
 Query texts: the training sample's own caption is fair game during training (it is training data, and the
@@ -17,10 +17,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from hikari.config import DEFAULT_HASH_THRESHOLD, DataConfig, default
+from hikari.data.hashing import hash_images
 from hikari.data.records import SkinCapRecord
+from hikari.data.split import hash_records, load_split, normalise_source, read_split_records
+from hikari.evaluation.predictions import read_predictions
 from hikari.retrieval.encoders import Encoders, load_encoders
 from hikari.retrieval.index import Exclusion, Hit, HybridIndex, Reference, Strategy
-from hikari.utils.io import atomic_write_json, sha256_file
+from hikari.utils.io import atomic_write_json, fingerprint_strings, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +39,14 @@ def build_reference_index(
     encoder: str | Path | Encoders,
     *,
     out: Path,
-    alpha: float = 0.9,
+    alpha: float,
     approximate: bool = False,
     nlist: int | None = None,
     nprobe: int = 16,
     device: str = "cpu",
     trust_remote_code: bool = False,
     batch_size: int = 32,
-    image_max_size: int | None = 672,
+    image_max_size: int | None = default(DataConfig, "max_image_size"),
     progress: bool = False,
 ) -> HybridIndex:
     """Encode the *train part only* of `split_path` (images + captions) and save a `HybridIndex` to `out`.
@@ -51,14 +55,10 @@ def build_reference_index(
     can exclude near-duplicates. `encoder` is a registry name (R0–R4), a tiny-encoder directory or a loaded
     `Encoders`.
     """
-    from hikari.data.hashing import DEFAULT_HASH_THRESHOLD
-    from hikari.data.split import hash_records, load_split, normalise_source
-    from hikari.inference.predict import select_records
-
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    split = load_split(split_path)
-    records = select_records(Path(data_dir), Path(split_path), "train")
+    train = read_split_records(data_dir, split_path, ["train"])
+    split, records = train.split, train.parts["train"]
     if not records:
         raise ValueError(f"{split_path}: the train part is empty; nothing to index")
     enc = encoder if isinstance(encoder, Encoders) else load_encoders(
@@ -99,8 +99,6 @@ def encoders_for(index: HybridIndex, *, device: str = "cpu", trust_remote_code: 
 
 def check_index_matches_split(index: HybridIndex, split_path: Path) -> None:
     """Raise unless every reference of `index` is in the train part of `split_path` (no eval image indexed)."""
-    from hikari.data.split import load_split
-
     split = load_split(split_path)
     train = split.file_names("train")
     outside = [r.file_name for r in index.references if r.file_name not in train]
@@ -116,8 +114,6 @@ def check_index_matches_split(index: HybridIndex, split_path: Path) -> None:
 
 
 def exclusion_for(record: SkinCapRecord, phash: int | None) -> Exclusion:
-    from hikari.data.split import normalise_source
-
     return Exclusion(id=record.id, source=normalise_source(record.ori_file_path), phash=phash)
 
 
@@ -130,7 +126,7 @@ def retrieve_references(
     query_texts: Mapping[str, str] | None = None,
     alpha: float | None = None,
     batch_size: int = 64,
-    image_max_size: int | None = 672,
+    image_max_size: int | None = default(DataConfig, "max_image_size"),
     progress: bool = False,
 ) -> dict[str, list[Hit]]:
     """File name → top-k references of each record (own id, source and near-duplicates excluded).
@@ -138,8 +134,6 @@ def retrieve_references(
     `query_texts` (file name → text) switches a record's query to Strategy B; records without one use
     Strategy A on aligned encoders, else the image alone.
     """
-    from hikari.data.hashing import hash_images
-
     if not records:
         return {}
     hashes = hash_images([r.image_path for r in records])
@@ -178,8 +172,6 @@ def reference_triples(
 
 def index_digest(index_dir: Path) -> str:
     """A content digest of an index directory (metadata + references), used as a cache key."""
-    from hikari.utils.io import fingerprint_strings
-
     return fingerprint_strings([sha256_file(index_dir / "index.json"), sha256_file(index_dir / "references.json")])
 
 
@@ -194,14 +186,12 @@ def cached_references(
     alpha: float | None = None,
     device: str = "cpu",
     trust_remote_code: bool = False,
-    image_max_size: int | None = 672,
+    image_max_size: int | None = default(DataConfig, "max_image_size"),
     progress: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
     """File name → reference dicts (`Hit.to_dict`), read from `cache_path` when its key matches, else computed
     (encoders loaded, used and released) and written atomically. The key covers the index content, k, α, the
     query-text kind and the records' file names."""
-    from hikari.utils.io import fingerprint_strings
-
     key = {
         "version": CACHE_VERSION,
         "index": str(Path(index_dir).resolve()),
@@ -244,7 +234,6 @@ def triples_from_dicts(
             for r in chosen]  # fmt: skip
 
 
-
 def references_for_prediction(
     index_dir: Path,
     records: Sequence[SkinCapRecord],
@@ -254,7 +243,7 @@ def references_for_prediction(
     query_texts: Mapping[str, str] | None = None,
     device: str = "cpu",
     trust_remote_code: bool = False,
-    image_max_size: int | None = 672,
+    image_max_size: int | None = default(DataConfig, "max_image_size"),
     progress: bool = False,
 ) -> dict[str, list[tuple[str, str, str | None]]]:
     """File name → (image path, label, caption or None) of the top-k references of each record to predict.
@@ -277,8 +266,6 @@ def references_for_prediction(
 
 def generated_captions(paths: Sequence[Path]) -> dict[str, str]:
     """File name → generated caption from Stage 3 prediction files (the evaluation query texts)."""
-    from hikari.evaluation.predictions import read_predictions
-
     out: dict[str, str] = {}
     for path in paths:
         for lineno, p in enumerate(read_predictions(path), start=1):

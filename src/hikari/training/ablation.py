@@ -22,12 +22,23 @@ from __future__ import annotations
 import io
 import json
 import math
+import multiprocessing
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from hikari.config import GuardConfig, RunConfig, load_config, resolve_recipe
+from hikari.evaluation.predictions import read_predictions
+from hikari.training.collapse import diagnose, distinct_n, previous_stage_answers, probe_metrics
+from hikari.training.stages import run_training
+from hikari.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 STAGE3_ABLATION = ("rigel", "vega", "antares", "antares_ckpt", "antares_as_run", "sts_safe")
 CAPTION_COLUMNS = ("bleu_1", "bleu_2", "bleu_4", "rouge_1", "rouge_l", "mention_rate", "generated_words_mean")
@@ -82,15 +93,12 @@ def _series(log_history: Sequence[dict[str, Any]], key: str) -> tuple[list[int],
 
 
 def plot_run_curves(log_history: Sequence[dict[str, Any]], out: str | Path, *, title: str) -> Path:
-    """One PNG: loss components (log scale where positive) and ΔW norm over optimizer steps."""
-    import matplotlib
+    """One PNG: loss components (log scale where positive) and ΔW norm over optimizer steps.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from hikari.utils.io import atomic_write_bytes
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    Matplotlib's object API on an Agg canvas (no pyplot): no global backend or figure state is touched."""
+    fig = Figure(figsize=(10, 3.6))
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
     for key in LOSS_SERIES:
         steps, values = _series(log_history, key)
         if steps:
@@ -113,7 +121,6 @@ def plot_run_curves(log_history: Sequence[dict[str, Any]], out: str | Path, *, t
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
     out = Path(out)
     atomic_write_bytes(out, buffer.getvalue())
     return out
@@ -122,9 +129,6 @@ def plot_run_curves(log_history: Sequence[dict[str, Any]], out: str | Path, *, t
 def diagnose_run(run_dir: str | Path) -> dict[str, Any]:
     """Collapse diagnosis of a finished caption run on its whole eval set (predictions.val.jsonl), with the
     guard's gradient/ΔW evidence from metrics.json; also whether the guard itself fired during training."""
-    from hikari.evaluation.predictions import read_predictions
-    from hikari.training.collapse import diagnose, distinct_n, previous_stage_answers, probe_metrics
-
     run_dir = Path(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     guard = metrics.get("guard") or {}
@@ -149,7 +153,7 @@ def diagnose_run(run_dir: str | Path) -> dict[str, Any]:
     # writes near-template captions, so counting it as collapse would flag them all and tell nothing apart.
     report = diagnose(
         probe, penalty_ratio=evidence.get("penalty_grad_ratio"), delta_w_history=history, base_norm=base_norm,
-        min_distinct_2=0.0,
+        config=GuardConfig(min_distinct_2=0.0),
     )
     reference_distinct_2 = distinct_n(references, 2)
     return {
@@ -190,10 +194,6 @@ def run_stage3_ablation(
             number of cores; on one GPU keep 1). The results do not depend on it.
         console: a rich Console for progress lines (None: silent).
     """
-    from hikari.config import load_config, resolve_recipe
-    from hikari.training.stages import run_training
-    from hikari.utils.io import atomic_write_json, atomic_write_text
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     default_data, default_split = stage2_inputs(stage2_run)
@@ -231,9 +231,6 @@ def run_stage3_ablation(
             run_training(config, evaluate=True)
             collect(name, Path(config.output_dir))
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         if console is not None:
             console.rule(f"stage 3 ablation: {len(configs)} recipes, {workers} at a time")
         context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
@@ -246,12 +243,8 @@ def run_stage3_ablation(
     return rows
 
 
-def _train_in_worker(config: Any) -> str:
+def _train_in_worker(config: RunConfig) -> str:
     """Train + evaluate one recipe in a worker process (one torch thread: the workers share the cores)."""
-    import torch
-
-    from hikari.training.stages import run_training
-
     torch.set_num_threads(1)
     run_training(config, evaluate=True)
     return str(config.output_dir)

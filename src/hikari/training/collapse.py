@@ -38,13 +38,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from peft.tuners.lora import LoraLayer
 from transformers import TrainerCallback
 
+from hikari.config import GuardConfig, LossConfig, default
 from hikari.data import prompts as P
 from hikari.data.labels import DISEASES, GROUPS
 from hikari.evaluation.captions import disease_mention_rate
-from hikari.inference.parsing import strip_thinking
-from hikari.training.losses import (
+from hikari.evaluation.parsing import strip_thinking
+from hikari.inference.engines import TransformersEngine
+from hikari.training.penalties import (
     LoraFactor,
     lora_delta_norm_sum,
     lora_factors,
@@ -55,7 +58,6 @@ from hikari.training.losses import (
 
 logger = logging.getLogger(__name__)
 
-POLICIES = ("warn", "stop", "off")
 PROBE_PROMPT_INDEX = 0  # STAGE3_EVAL_PROMPT, the prompt captions are evaluated with
 
 # Relative change of ΔW between its first non-zero and its latest measurement below which it counts as "flat".
@@ -96,7 +98,9 @@ def previous_stage_answers() -> list[str]:
     return [P.stage2_target(label) for label in labels] + list(GROUPS)
 
 
-def is_previous_answer(text: str, answers: Sequence[str], *, max_words: int = 12) -> bool:
+def is_previous_answer(
+    text: str, answers: Sequence[str], *, max_words: int = default(GuardConfig, "one_liner_max_words")
+) -> bool:
     """Whether a (thinking-free) output is a previous stage's one-line answer: at most `max_words` words, and its
     normalised text equals or starts with a normalised answer, or starts with the fixed part of an answer
     template ("this image shows …" — the collapsed models also wrote labels such as "melanocytic nevus")."""
@@ -134,7 +138,7 @@ def probe_metrics(
     *,
     diseases: Sequence[str] | None = None,
     previous_answers: Sequence[str] = (),
-    one_liner_max_words: int = 12,
+    one_liner_max_words: int = default(GuardConfig, "one_liner_max_words"),
     step: int = 0,
 ) -> ProbeMetrics:
     """Statistics of raw generations `outputs` against the `references` of the same images."""
@@ -169,8 +173,6 @@ def lora_delta_norm(model: torch.nn.Module, *, factors: Sequence[LoraFactor] | N
 @torch.no_grad()
 def lora_base_norm(model: torch.nn.Module) -> float:
     """Σ over LoRA-adapted modules of ‖W₀‖_F, the frozen base weights the adapters change."""
-    from peft.tuners.lora import LoraLayer
-
     norms = [m.get_base_layer().weight.float().norm() for m in model.modules() if isinstance(m, LoraLayer)]
     return float(torch.stack([n.cpu() for n in norms]).sum()) if norms else 0.0
 
@@ -234,13 +236,13 @@ def diagnose(
     penalty_ratio: float | None = None,
     delta_w_history: Sequence[tuple[int, float]] = (),
     base_norm: float | None = None,
-    min_length_ratio: float = 0.4,
-    max_penalty_ratio: float = 10.0,
-    max_one_liner_share: float = 0.5,
-    min_distinct_2: float = 0.3,
+    config: GuardConfig = GuardConfig(),
     step: int = 0,
 ) -> CollapseReport:
     """Symptoms of one probe (plus the gradient evidence) → a report; `detected` = the captions have symptoms.
+
+    The thresholds are `config`'s (`min_length_ratio`, `max_one_liner_share`, `min_distinct_2` for the captions,
+    `max_penalty_ratio` for the gradient).
 
     A penalty (on, and above all when it dominates the gradient) is named as the cause of collapsed captions
     only while ΔW is flat, shrinking or negligible (Σ‖ΔW‖ < `DELTA_W_NEGLIGIBLE` · `base_norm`, the adapted
@@ -250,7 +252,7 @@ def diagnose(
     rel = delta_w_history[-1][1] / base_norm if delta_w_history and base_norm else None
     pinned = trend in ("flat", "shrinking") or (rel is not None and rel < DELTA_W_NEGLIGIBLE)
     symptoms: list[str] = []
-    if penalty_ratio is not None and penalty_ratio > max_penalty_ratio:
+    if penalty_ratio is not None and penalty_ratio > config.max_penalty_ratio:
         symptoms.append("penalty_dominates")
     if trend in ("flat", "shrinking"):
         symptoms.append(f"delta_w_{trend}")
@@ -258,11 +260,11 @@ def diagnose(
         symptoms.append("delta_w_negligible")
     caption_symptoms: list[str] = []
     if probe is not None:
-        if probe.length_ratio < min_length_ratio:
+        if probe.length_ratio < config.min_length_ratio:
             caption_symptoms.append("short_captions")
-        if probe.one_liner_share > max_one_liner_share:
+        if probe.one_liner_share > config.max_one_liner_share:
             caption_symptoms.append("previous_stage_answers")
-        if probe.distinct_2 < min_distinct_2:
+        if probe.distinct_2 < config.min_distinct_2:
             caption_symptoms.append("low_distinct_2")
     symptoms += caption_symptoms
     evidence: dict[str, Any] = {
@@ -317,65 +319,41 @@ class CollapseGuard(TrainerCallback):
     """Monitors a caption run for collapse (see the module docstring); one instance per `Trainer`.
 
     Args:
-        policy: "warn" (log and continue), "stop" (save and stop training), "off" (measure nothing).
-        probe_every: optimizer steps between caption probes (the last step is always probed).
+        config: the run's `GuardConfig`: policy ("warn" logs, "stop" saves and stops training, "off" measures
+            nothing), probe and measurement intervals, probe generation settings, `diagnose` thresholds, patience.
+        loss: the run's `LossConfig`, for the LoRA penalty whose gradient the guard compares with the CE's
+            (`penalty`, `beta`, `sigma2`).
         probe_images: PIL images generated on at each probe; empty = no caption probes.
         probe_references: reference captions of `probe_images`.
         probe_diseases: true diseases of `probe_images` (for the mention rate), or None.
         previous_answers: the previous stages' one-line answers (`previous_stage_answers()`).
         processor: the model's processor (generation pads left; its padding side is restored afterwards).
-        max_new_tokens: generation budget per probe caption.
-        penalty, beta, sigma2: the trainer's LoRA penalty (`lora_penalty` arguments).
-        grad_every: optimizer steps between gradient-ratio and ΔW measurements (step 1 is always measured).
-        min_length_ratio, max_penalty_ratio, max_one_liner_share, min_distinct_2: `diagnose` thresholds.
-        one_liner_max_words: an output longer than this is never a one-line answer.
-        patience: consecutive probes with caption symptoms before a collapse is declared (the last step: any).
-        batch_size: probe generation batch size.
     """
 
     def __init__(
         self,
+        config: GuardConfig = GuardConfig(),
         *,
-        policy: str = "warn",
-        probe_every: int = 50,
+        loss: LossConfig = LossConfig(),
         probe_images: Sequence[Any] = (),
         probe_references: Sequence[str] = (),
         probe_diseases: Sequence[str] | None = None,
         previous_answers: Sequence[str] = (),
         processor: Any = None,
-        max_new_tokens: int = 256,
-        penalty: str = "none",
-        beta: float = 0.0,
-        sigma2: float = 1.0,
-        grad_every: int = 10,
-        min_length_ratio: float = 0.4,
-        max_penalty_ratio: float = 10.0,
-        max_one_liner_share: float = 0.5,
-        min_distinct_2: float = 0.3,
-        one_liner_max_words: int = 12,
-        patience: int = 2,
-        batch_size: int = 4,
     ) -> None:
-        if policy not in POLICIES:
-            raise ValueError(f"unknown guard policy {policy!r}; valid: {', '.join(POLICIES)}")
-        if probe_every < 1 or grad_every < 1 or patience < 1 or max_new_tokens < 1:
-            raise ValueError("probe_every, grad_every, patience and max_new_tokens must be >= 1")
         if len(probe_images) != len(probe_references):
             raise ValueError(f"{len(probe_images)} probe images but {len(probe_references)} references")
         if probe_diseases is not None and len(probe_diseases) != len(probe_images):
             raise ValueError(f"{len(probe_images)} probe images but {len(probe_diseases)} diseases")
         if probe_images and processor is None:
             raise ValueError("caption probes need the model's processor")
-        self.policy = policy
-        self.probe_every, self.grad_every, self.patience = probe_every, grad_every, patience
+        self.config = config
+        self.policy = config.policy
         self.probe_images, self.probe_references = list(probe_images), list(probe_references)
         self.probe_diseases = list(probe_diseases) if probe_diseases is not None else None
         self.previous_answers = list(previous_answers)
-        self.processor, self.max_new_tokens, self.batch_size = processor, max_new_tokens, batch_size
-        self.penalty, self.beta, self.sigma2 = penalty, beta, sigma2
-        self.thresholds = {"min_length_ratio": min_length_ratio, "max_penalty_ratio": max_penalty_ratio,
-                           "max_one_liner_share": max_one_liner_share, "min_distinct_2": min_distinct_2}  # fmt: skip
-        self.one_liner_max_words = one_liner_max_words
+        self.processor = processor
+        self.penalty, self.beta, self.sigma2 = loss.penalty, loss.beta, loss.sigma2
 
         self.delta_w_history: list[tuple[int, float]] = []
         self.base_norm: float | None = None
@@ -399,7 +377,7 @@ class CollapseGuard(TrainerCallback):
 
     def measures_gradients_at(self, step: int) -> bool:
         """Whether optimizer step `step` (1-based) is one whose gradient norms the guard records."""
-        return self.policy != "off" and (step == 1 or step % self.grad_every == 0)
+        return self.policy != "off" and (step == 1 or step % self.config.grad_every == 0)
 
     def record_gradient_norms(self, step: int, penalty_norm: float, ce_norm: float) -> None:
         """Take ‖∇penalty‖ and ‖∇CE‖ (LoRA tensors, before clipping) of optimizer step `step` from a trainer that
@@ -449,10 +427,10 @@ class CollapseGuard(TrainerCallback):
         if self.policy == "off" or model is None:
             return control
         step = state.global_step
-        if step % self.grad_every == 0 or step == 1:
+        if step % self.config.grad_every == 0 or step == 1:
             self._record_delta_w(step, model)
         last = control.should_training_stop or (state.max_steps > 0 and step >= state.max_steps)
-        if self.probe_images and (step % self.probe_every == 0 or last):
+        if self.probe_images and (step % self.config.probe_every == 0 or last):
             self._probe(step, model, final=last, control=control)
         return control
 
@@ -490,16 +468,14 @@ class CollapseGuard(TrainerCallback):
 
     def generate(self, model: torch.nn.Module) -> list[str]:
         """Greedy captions of the probe images from `model` as it is now (eval mode, then its mode restored)."""
-        from hikari.inference.engines import TransformersEngine
-
         was_training = model.training
         tokenizer = self.processor.tokenizer
         padding_side = tokenizer.padding_side
         model.eval()
         try:
-            engine = TransformersEngine.from_model(model, self.processor, batch_size=self.batch_size)
+            engine = TransformersEngine.from_model(model, self.processor, batch_size=self.config.batch_size)
             batch = [P.stage3_messages(image, PROBE_PROMPT_INDEX) for image in self.probe_images]
-            return engine.generate(batch, max_new_tokens=self.max_new_tokens)
+            return engine.generate(batch, max_new_tokens=self.config.max_new_tokens)
         finally:
             tokenizer.padding_side = padding_side
             model.train(was_training)
@@ -509,7 +485,7 @@ class CollapseGuard(TrainerCallback):
         self.last_outputs = outputs
         probe = probe_metrics(
             outputs, self.probe_references, diseases=self.probe_diseases, previous_answers=self.previous_answers,
-            one_liner_max_words=self.one_liner_max_words, step=step,
+            one_liner_max_words=self.config.one_liner_max_words, step=step,
         )  # fmt: skip
         self.probes.append(probe)
         self._pending.update({"guard/gen_words": probe.gen_words, "guard/ref_words": probe.ref_words,
@@ -518,9 +494,9 @@ class CollapseGuard(TrainerCallback):
             self._pending["guard/mention_rate"] = probe.mention_rate
         ratio = self.ratio_history[-1][1] if self.ratio_history else None
         found = diagnose(probe, penalty_ratio=ratio, delta_w_history=self.delta_w_history, base_norm=self.base_norm,
-                         step=step, **self.thresholds)  # fmt: skip
+                         config=self.config, step=step)  # fmt: skip
         self._strikes = self._strikes + 1 if found.detected else 0
-        confirmed = found.detected and (self._strikes >= self.patience or final)
+        confirmed = found.detected and (self._strikes >= self.config.patience or final)
         if self._report.detected and not confirmed:
             # Keep the last confirmed collapse (what warned or stopped), with the latest measurements added.
             self._report = CollapseReport(True, self._report.cause, self._report.message,
@@ -529,7 +505,8 @@ class CollapseGuard(TrainerCallback):
         if not confirmed:
             if found.detected:  # symptoms, not (yet) for `patience` probes: report them, undetected
                 found = CollapseReport(False, found.cause, f"symptoms at step {step} ({self._strikes}/"
-                                       f"{self.patience} probes): {found.message}", found.evidence, step)  # fmt: skip
+                                       f"{self.config.patience} probes): {found.message}", found.evidence,
+                                       step)  # fmt: skip
             self._report = found
             return
         self._pending["guard/collapse_detected"] = 1.0

@@ -12,7 +12,13 @@ from typing import Any
 import torch
 
 from hikari.config import RunConfig
+from hikari.data.labels import DISEASES, GROUPS
 from hikari.data.records import SkinCapRecord
+from hikari.evaluation.captions import evaluate_captions
+from hikari.evaluation.diagnosis import evaluate_diagnosis
+from hikari.evaluation.predictions import read_predictions
+from hikari.inference.engines import TransformersEngine
+from hikari.inference.predict import run_predict
 
 
 def evaluate_model(
@@ -30,13 +36,6 @@ def evaluate_model(
 
     `references` (file name → (image path, label, caption or None) per reference) puts Stage 2 questions in the
     RAG prompt; `pred_path` overrides `<out>/predictions.<part>.jsonl`."""
-    from hikari.data.labels import DISEASES, GROUPS
-    from hikari.evaluation.captions import evaluate_captions
-    from hikari.evaluation.diagnosis import evaluate_diagnosis
-    from hikari.evaluation.predictions import read_predictions
-    from hikari.inference.engines import TransformersEngine
-    from hikari.inference.predict import run_predict
-
     ev = config.eval
     pred_path = pred_path or out / f"predictions.{ev.part}.jsonl"
     engine = TransformersEngine.from_model(model, processor, batch_size=ev.batch_size)

@@ -19,18 +19,40 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from accelerate import PartialState
+from peft import prepare_model_for_kbit_training
+from torch.utils.tensorboard import SummaryWriter
 from transformers import TrainingArguments
+from transformers.integrations import TensorBoardCallback
+from transformers.trainer_utils import get_last_checkpoint
 
 from hikari import __version__
 from hikari.config import RunConfig, dump_config
+from hikari.data.images import load_rgb
 from hikari.data.records import SkinCapRecord
-from hikari.utils.io import atomic_write_json, atomic_write_text
-
-if TYPE_CHECKING:
-    from hikari.training.collapse import CollapseGuard
+from hikari.data.split import SplitRecords, load_split, read_split_records
+from hikari.evaluation.predictions import read_predictions
+from hikari.inference.scoring import soft_group_text
+from hikari.models.batching import VLMCollator
+from hikari.models.load import load_model, load_processor
+from hikari.models.lora import add_lora, describe_adapter, load_adapter, merge_adapter_into_base
+from hikari.retrieval.encoders import resolve_encoder
+from hikari.retrieval.index import HybridIndex
+from hikari.retrieval.references import (
+    build_reference_index,
+    cached_references,
+    check_index_matches_split,
+    generated_captions,
+    triples_from_dicts,
+)
+from hikari.training.collapse import CollapseGuard, previous_stage_answers
+from hikari.training.data import STSCollator, SupervisedVLMDataset, build_examples
+from hikari.training.evaluate import evaluate_model
+from hikari.training.trainer import EpochSetter, HikariTrainer
+from hikari.utils.io import atomic_write_json, atomic_write_text, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -56,30 +78,17 @@ def read_run_info(run_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def split_records(config: RunConfig) -> tuple[dict[str, list[SkinCapRecord]], Any, Any]:
-    """Read the data and the split; return records per split part, the dataset and the split info."""
-    from hikari.data.skincap import read_skincap
-    from hikari.data.split import load_split, select_part
+def run_records(config: RunConfig) -> SplitRecords:
+    """Every part's records of a run's split, read with the run's `data` options and every image decoded.
 
-    dataset = read_skincap(
-        config.data.dir,
-        metadata=config.data.metadata,
-        caption_column=config.data.caption_column,
-        exclude_flagged=config.data.exclude_flagged,
-        top_k=config.data.top_k,
-    )
-    split = load_split(config.data.split)
-    # A file of the split missing from the data (or relabelled) is an error: training on a different set than the
-    # split describes would silently break the leak guarantees.
-    parts = {part: select_part(dataset.records, split, part) for part in split.parts}
-    return parts, dataset, split
+    A file of the split missing from the data (or relabelled) is an error: training on a different set than the
+    split describes would silently break the leak guarantees."""
+    return read_split_records(config.data.dir, config.data.split, reader_options=config.data.reader_options(),
+                              check_images=True)  # fmt: skip
 
 
 def prepare_model(config: RunConfig, output_dir: Path) -> tuple[torch.nn.Module, Any, str]:
     """Load the starting model per `model.init` and attach the adapter to train. Returns (model, processor, base)."""
-    from hikari.models.load import load_model, load_processor
-    from hikari.models.lora import add_lora, load_adapter
-
     m = config.model
     previous = read_run_info(m.previous_run) if m.previous_run is not None else None
     if m.init == "base":
@@ -95,8 +104,6 @@ def prepare_model(config: RunConfig, output_dir: Path) -> tuple[torch.nn.Module,
         base, min_pixels=m.min_pixels, max_pixels=m.max_pixels, trust_remote_code=m.trust_remote_code
     )
     if m.load_in_4bit:
-        from peft import prepare_model_for_kbit_training
-
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=m.gradient_checkpointing)
     if m.init == "checkpoint":
         assert previous is not None and m.previous_run is not None
@@ -117,11 +124,6 @@ def _merged_init(previous: dict[str, Any], previous_run: Path, output_dir: Path,
     Only the main process merges; the others wait, then load the result. A stamp records the adapter's hash so a
     retrained previous stage is merged again instead of silently reusing a stale model.
     """
-    from accelerate import PartialState
-
-    from hikari.models.lora import merge_adapter_into_base
-    from hikari.utils.io import sha256_file
-
     merged_dir = output_dir / "init-merged"
     adapter_dir = previous_run / previous["adapter"]
     stamp = {"base": previous["base_model"], "adapter_sha256": sha256_file(adapter_dir / "adapter_model.safetensors")}
@@ -171,30 +173,23 @@ def training_arguments(config: RunConfig, output_dir: Path) -> TrainingArguments
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
     ckpt_dir = output_dir / "checkpoints"
     return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
 
 
 def run_training(config: RunConfig, *, resume: bool = False, evaluate: bool | None = None) -> RunResult:
     """Train one recipe end to end into `config.output_dir` and return where everything went."""
-    from hikari.data.split import load_split  # noqa: F401  (import error surfaces before the model loads)
-    from hikari.models.lora import describe_adapter
-    from hikari.training.data import SupervisedVLMDataset, VLMCollator, build_examples
-    from hikari.training.trainer import EpochSetter, HikariTrainer
-
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.resolved.yaml", dump_config(config))
 
-    parts, dataset, split = split_records(config)
+    parts, dataset, split = run_records(config)
     train_records = parts.get("train", [])
     if not train_records:
         raise ValueError(f"{config.data.split}: the train part has no usable rows of {config.data.dir}")
     stage1_groups = _stage1_groups(config)
     # References are retrieved (encoders loaded, used, released) and cached before the VLM loads.
-    train_refs, eval_refs, rag_info = _rag_references(config, parts, out)
+    train_refs, eval_refs, rag_info = rag_references(config, parts, out)
     examples = build_examples(
         train_records,
         config.task,
@@ -213,7 +208,10 @@ def run_training(config: RunConfig, *, resume: bool = False, evaluate: bool | No
     )
     model, processor, base = prepare_model(config, out)
     lc = config.loss
-    collator = VLMCollator(processor, max_length=config.train.max_length, sts=lc.sts_config())
+    if lc.sts:  # the loss section carries the STS weights
+        collator: VLMCollator = STSCollator(processor, sts=lc, max_length=config.train.max_length)
+    else:
+        collator = VLMCollator(processor, max_length=config.train.max_length)
     guard = _collapse_guard(config, parts.get(config.eval.part, []), processor)
     trainer = HikariTrainer(
         model=model,
@@ -222,12 +220,7 @@ def run_training(config: RunConfig, *, resume: bool = False, evaluate: bool | No
         data_collator=collator,
         # The guard comes before TensorBoard, so the guard/* values it adds to a log reach the events too.
         callbacks=[EpochSetter(train_set), *([guard] if guard is not None else []), *_tensorboard(out / "logs")],
-        penalty=lc.penalty,
-        beta=lc.beta,
-        sigma2=lc.sigma2,
-        normalize=lc.normalize if lc.sts else "mean",
-        ce_backend=lc.ce_backend,
-        penalty_path=lc.penalty_path,
+        loss=lc,
     )
     checkpoint = last_checkpoint(out) if resume else None
     if resume and checkpoint is None:
@@ -274,8 +267,6 @@ def run_training(config: RunConfig, *, resume: bool = False, evaluate: bool | No
         atomic_write_json(out / RUN_INFO, info)
         do_eval = config.eval.enabled if evaluate is None else evaluate
         if do_eval and parts.get(config.eval.part):
-            from hikari.training.evaluate import evaluate_model
-
             eval_metrics = evaluate_model(
                 model, processor, parts[config.eval.part], config, out, stage1_groups=_stage1_groups(config, "eval"),
                 references=eval_refs,
@@ -285,7 +276,7 @@ def run_training(config: RunConfig, *, resume: bool = False, evaluate: bool | No
     return RunResult(out, adapter_dir, base, train_metrics, eval_metrics)
 
 
-def _rag_references(
+def rag_references(
     config: RunConfig, parts: dict[str, list[SkinCapRecord]], out: Path
 ) -> tuple[dict[str, list[Any]] | None, dict[str, list[Any]] | None, dict[str, Any] | None]:
     """(train references, eval references, run_info entry) for a `rag` recipe; (None, None, None) otherwise.
@@ -299,18 +290,6 @@ def _rag_references(
     rag = config.rag
     if rag is None:
         return None, None, None
-    from accelerate import PartialState
-
-    from hikari.data.split import load_split
-    from hikari.retrieval.index import HybridIndex
-    from hikari.retrieval.references import (
-        build_reference_index,
-        cached_references,
-        check_index_matches_split,
-        generated_captions,
-        triples_from_dicts,
-    )
-
     split_path = Path(config.data.split)
     index_dir = Path(rag.index) if rag.index is not None else out / "rag-index"
     common = {"alpha": rag.alpha, "device": rag.device, "trust_remote_code": rag.trust_remote_code,
@@ -348,9 +327,6 @@ def _built_index_is_current(index_dir: Path, split_path: Path, encoder: str, alp
     """Whether `<run>/rag-index` was built from this split (path + fingerprint) with this encoder and α."""
     if not (index_dir / "index.json").is_file():
         return False
-    from hikari.data.split import load_split
-    from hikari.retrieval.encoders import resolve_encoder
-
     meta = json.loads((index_dir / "index.json").read_text(encoding="utf-8"))
     _, root = resolve_encoder(encoder)
     wanted_ref = str(root) if root is not None else encoder
@@ -368,31 +344,19 @@ def _collapse_guard(config: RunConfig, probe_records: list[SkinCapRecord], proce
     g = config.guard
     if config.task != "caption" or g.policy == "off":
         return None
-    from hikari.data.images import load_rgb
-    from hikari.training.collapse import CollapseGuard, previous_stage_answers
-
     probe = probe_records[: g.n_probe]
     if g.n_probe and not probe:
         logger.warning("collapse guard: the %r part has no records; no caption probes", config.eval.part)
-    lc = config.loss
     return CollapseGuard(
-        policy=g.policy, probe_every=g.probe_every,
+        g, loss=config.loss,
         probe_images=[load_rgb(r.image_path, max_size=config.data.max_image_size) for r in probe],
         probe_references=[r.caption for r in probe], probe_diseases=[r.disease for r in probe],
-        previous_answers=previous_stage_answers(), processor=processor, max_new_tokens=g.max_new_tokens,
-        penalty=lc.penalty, beta=lc.beta, sigma2=lc.sigma2, grad_every=g.grad_every,
-        min_length_ratio=g.min_length_ratio, max_penalty_ratio=g.max_penalty_ratio,
-        max_one_liner_share=g.max_one_liner_share, min_distinct_2=g.min_distinct_2,
-        one_liner_max_words=g.one_liner_max_words, patience=g.patience, batch_size=g.batch_size,
+        previous_answers=previous_stage_answers(), processor=processor,
     )  # fmt: skip
 
 
 def _tensorboard(log_dir: Path) -> list[Any]:
     """A TensorBoard callback writing into `<run>/logs`, on the main process only."""
-    from accelerate import PartialState
-    from torch.utils.tensorboard import SummaryWriter
-    from transformers.integrations import TensorBoardCallback
-
     if not PartialState().is_main_process:
         return []
     return [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))]
@@ -403,9 +367,6 @@ def _stage1_groups(config: RunConfig, when: str = "train") -> dict[str, str] | N
     mode = config.prompts.train_group_context if when == "train" else config.prompts.eval_group_context
     if mode not in ("stage1", "soft") or config.prompts.stage1_predictions is None:
         return None
-    from hikari.evaluation.predictions import read_predictions
-    from hikari.inference.scoring import soft_group_text
-
     preds = [p for path in config.prompts.stage1_predictions for p in read_predictions(path)]
     if mode == "stage1":
         return {p.file_name: p.parsed for p in preds}

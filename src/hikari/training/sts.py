@@ -43,18 +43,15 @@ from __future__ import annotations
 import re
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
+from hikari.config import STSConfig
 from hikari.data.labels import ALIASES, DISEASES
 from hikari.data.skincap import SKINCON_CONCEPTS
-from hikari.training.data import IGNORE_INDEX
-
-REASON_MODES = ("span", "vocab")
-NORMALIZE_MODES = ("mean", "global", "none")
+from hikari.models.batching import IGNORE_INDEX
 
 # ---------------------------------------------------------------------------------------------------------------
 # The medical lexicon (w_reason). Stems below are word-start prefixes: `desquamat` matches "desquamation",
@@ -107,7 +104,7 @@ def _phrase(term: str) -> str:
     return r"[\s-]+".join(words)
 
 
-def _lexicon_fragments() -> list[str]:
+def lexicon_fragments() -> list[str]:
     """Regex alternatives of the lexicon, longest term first: alternation takes the first alternative that
     matches, so "squamous cell carcinoma in situ" must come before "squamous" and "acne vulgaris" before "acne"."""
     fragments: dict[str, int] = {}  # regex -> length of its term
@@ -137,7 +134,7 @@ def _factored(fragments: Sequence[str]) -> str:
     return "|".join([*parts, *other])
 
 
-MEDICAL_PATTERN: re.Pattern[str] = re.compile(r"\b(?:" + _factored(_lexicon_fragments()) + ")", re.IGNORECASE)
+MEDICAL_PATTERN: re.Pattern[str] = re.compile(r"\b(?:" + _factored(lexicon_fragments()) + ")", re.IGNORECASE)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Sentence classes (w_ans). Stems written "advis…" in the definition are prefixes; plain words match with their
@@ -161,31 +158,6 @@ DIAGNOSIS_PATTERN: re.Pattern[str] = re.compile(
     re.IGNORECASE,
 )  # fmt: skip
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
-
-
-@dataclass(frozen=True)
-class STSConfig:
-    """Selective Token Supervision weights. Defaults are the original's values; `reason_mode` defaults to the
-    intended span matching (use "vocab" to reproduce Antares)."""
-
-    w_recommend: float = 1.0  # sentences with recommendation wording (biopsy, dermoscopy, further examination…)
-    w_diagnosis: float = 1.0  # sentences with diagnosis wording (consistent with, suggests, may be…)
-    w_first: float = 0.6  # the first sentence (usually the visual description), when no rule above applies
-    w_other: float = 0.8  # every other sentence
-    gamma: float = 0.1  # w_reason of non-medical tokens (medical tokens get 1.0)
-    reason_mode: Literal["span", "vocab"] = "span"  # how tokens are judged medical (see module docstring)
-    normalize: Literal["mean", "global", "none"] = "mean"  # how weights are scaled (see module docstring)
-    w_template: float = 1.0  # chat-template tokens around the caption (think tags, newlines, <|im_end|>)
-
-    def __post_init__(self) -> None:
-        for name in ("w_recommend", "w_diagnosis", "w_first", "w_other", "gamma", "w_template"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
-                raise ValueError(f"STSConfig.{name} must be a finite number >= 0, got {value!r}")
-        if self.reason_mode not in REASON_MODES:
-            raise ValueError(f"STSConfig.reason_mode {self.reason_mode!r} is unknown; valid: {', '.join(REASON_MODES)}")
-        if self.normalize not in NORMALIZE_MODES:
-            raise ValueError(f"STSConfig.normalize {self.normalize!r} is unknown; valid: {', '.join(NORMALIZE_MODES)}")
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
@@ -246,7 +218,7 @@ def encode_with_offsets(tokenizer: Any, texts: list[str]) -> tuple[list[list[int
 _SPACE_TABLE = np.array([chr(c).isspace() for c in range(0x3002)], dtype=bool)
 
 
-def _is_space(text: str) -> np.ndarray:
+def is_space(text: str) -> np.ndarray:
     """Boolean (len(text),): `c.isspace()` per character, vectorised over the UTF-32 code points."""
     codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
     return _SPACE_TABLE[np.minimum(codes, len(_SPACE_TABLE) - 1)]
@@ -300,7 +272,7 @@ def _batch_weights(
     in_resp = (b > a) & (a < re_) & (b > rs)
     # A token takes the weight of its first non-whitespace character (" papule" -> the "p"), so a token that
     # carries the whitespace before a sentence belongs to that sentence.
-    solid = np.append(~_is_space(joined), True)
+    solid = np.append(~is_space(joined), True)
     position = np.arange(n_chars + 1)
     next_solid = np.minimum.accumulate(np.where(solid, position, n_chars)[::-1])[::-1]
     lo = o + np.minimum(np.maximum(a, rs), np.maximum(text_len - 1, 0))

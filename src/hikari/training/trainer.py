@@ -28,14 +28,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 from transformers import Trainer, TrainerCallback
 
+from hikari.config import LossConfig, default
+from hikari.models.batching import supervised_positions
 from hikari.training.collapse import CollapseGuard
-from hikari.training.data import IGNORE_INDEX
-from hikari.training.losses import (
+from hikari.training.cross_entropy import fused_weighted_cross_entropy
+from hikari.training.penalties import (
     LoraFactor,
     add_to_grads,
-    fused_weighted_cross_entropy,
     lora_factors,
     lora_penalty,
     lora_penalty_gradients,
@@ -43,14 +45,6 @@ from hikari.training.losses import (
     squared_norm_sum,
 )
 from hikari.training.sts import shifted_token_weights
-
-
-def supervised_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boolean mask (B, L) of positions whose *next* token is supervised, and those targets (N,)."""
-    shifted = labels[:, 1:]
-    mask = torch.zeros_like(labels, dtype=torch.bool)
-    mask[:, :-1] = shifted != IGNORE_INDEX
-    return mask, shifted[shifted != IGNORE_INDEX]
 
 
 def _output_modules(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -66,7 +60,7 @@ def answer_token_loss(
     inputs: dict[str, Any],
     num_items: torch.Tensor | int | float | None,
     *,
-    backend: str = "auto",
+    backend: str = default(LossConfig, "ce_backend"),
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Σ w·CE over answer tokens / num_items (default: this batch's token count). Returns (loss, stats).
 
@@ -98,9 +92,6 @@ def answer_token_loss(
     return loss_sum / denom, stats
 
 
-PENALTY_PATHS = ("auto", "closed_form", "autograd")
-
-
 def finish_step_gradients(
     factors: Sequence[LoraFactor],
     penalty: str,
@@ -130,11 +121,12 @@ def finish_step_gradients(
 class HikariTrainer(Trainer):
     """Trainer whose loss is normalised once per optimizer step over all micro-batches and processes.
 
-    Args (besides the Trainer's): `penalty` ("none" | "ibr_ab" | "ibr_delta"), `beta`, `sigma2` (the LoRA
-    penalty), `normalize` ("mean" | "none": divide by the supervised-token count; "global": by Σ token weights
-    over the step), `ce_backend` (fused CE backend: auto | torch | liger | cce), `penalty_path` ("auto":
-    closed-form gradient where the gradients allow it, else autograd; "closed_form" or "autograd" to force one —
-    see the module docstring).
+    Args (besides the Trainer's): `loss`, the run's `LossConfig`: the LoRA penalty (`penalty` "none" | "ibr_ab" |
+    "ibr_delta", `beta`, `sigma2`, `penalty_path` "auto": closed-form gradient where the gradients allow it, else
+    autograd; "closed_form" or "autograd" to force one — see the module docstring), the fused CE `ce_backend`
+    (auto | torch | liger | cce) and, when `sts` is on, `normalize` ("mean" | "none": divide by the
+    supervised-token count; "global": by Σ token weights over the step). Without STS the loss is a plain mean over
+    supervised tokens. Default: `LossConfig()`, plain cross-entropy.
     """
 
     loss_is_scaled_for_ga = True  # compute_loss already divides by the step's global count
@@ -142,30 +134,21 @@ class HikariTrainer(Trainer):
     def __init__(
         self,
         *args: Any,
-        penalty: str = "none",
-        beta: float = 0.01,
-        sigma2: float = 1.0,
-        normalize: str = "mean",
-        ce_backend: str = "auto",
-        penalty_path: str = "auto",
+        loss: LossConfig = LossConfig(),
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         # Make the Trainer count supervised tokens across the accumulated micro-batches (and gather them across
         # processes) and hand us that count; Qwen3-VL's own flag would disable it.
         self.model_accepts_loss_kwargs = True
-        if normalize not in ("mean", "none", "global"):
-            raise ValueError(f"unknown normalize {normalize!r}; valid: mean, none, global")
-        lora_penalty(self.model, penalty, beta, sigma2)  # validates kind/beta/sigma2 and that LoRA tensors exist
-        self.penalty, self.beta, self.sigma2 = penalty, beta, sigma2
-        self.normalize, self.ce_backend = normalize, ce_backend
+        penalty, penalty_path = loss.penalty, loss.penalty_path
+        lora_penalty(self.model, penalty, loss.beta, loss.sigma2)  # validates the kind and that LoRA tensors exist
+        self.penalty, self.beta, self.sigma2 = penalty, loss.beta, loss.sigma2
+        self.normalize = loss.normalize if loss.sts else "mean"  # "mean" and "none" divide alike: by the token count
+        self.ce_backend = loss.ce_backend
         self._window: dict[str, Any] = {}
-        if penalty_path not in PENALTY_PATHS:
-            raise ValueError(f"unknown penalty_path {penalty_path!r}; valid: {', '.join(PENALTY_PATHS)}")
         # The closed form needs every rank's complete, unscaled gradient in each LoRA tensor's .grad after the last
         # backward pass: not so under DeepSpeed/FSDP (sharded or flattened gradients) or fp16 loss scaling.
-        from accelerate.utils import DistributedType
-
         plain = self.accelerator.distributed_type not in (DistributedType.DEEPSPEED, DistributedType.FSDP) and (
             getattr(self.accelerator, "scaler", None) is None
         )

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hikari.data.labels import ALIASES, DISEASES, GROUPS
-from hikari.models import pretrain as PT
+from hikari.demo import pretrain as PT
 
 
 def _names() -> set[str]:
@@ -20,7 +20,7 @@ def _names() -> set[str]:
 
 
 def test_image_descriptions_never_name_a_disease_or_group() -> None:
-    from hikari.data.synth_images import STYLES
+    from hikari.demo.synth_images import STYLES
 
     rng = random.Random(0)
     for disease in STYLES:

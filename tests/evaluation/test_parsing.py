@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from hikari.data.labels import DISEASES, GROUPS, UNKNOWN
-from hikari.inference.parsing import (
+from hikari.evaluation.parsing import (
     ParsedAnswer,
     ParsedCaption,
     extract_answer,

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.training.conftest import CPU_OVERRIDES, _one_torch_thread, stage_chain  # noqa: F401  (fixtures)
+from hikari.demo.rag import run_stage2_rag
+from tests.training.conftest import CPU_OVERRIDES, one_torch_thread, stage_chain  # noqa: F401  (fixtures)
 
 
 def test_run_stage2_rag_reports_accuracy_without_refs_k1_k3(stage_chain, tmp_path: Path) -> None:  # noqa: F811
-    from hikari.retrieval.demo import run_stage2_rag
-
     deneb = stage_chain.get("deneb")
     overrides = [o for o in CPU_OVERRIDES if o != "eval.enabled=false"] + ["eval.limit=4", "prompts.eval_prompt=T0"]
     out = tmp_path / "rag"

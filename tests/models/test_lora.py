@@ -42,12 +42,12 @@ def model(tiny_model_dir: Path) -> torch.nn.Module:
     return load_model(tiny_model_dir, dtype="fp32")
 
 
-def _text_batch(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def text_batch(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     ids = torch.arange(3, 40).reshape(1, -1) % (model.config.text_config.vocab_size - 64)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def _logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def logits_of(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     with torch.no_grad():
         return model(**batch, use_cache=False).logits
 
@@ -92,12 +92,12 @@ def test_add_lora_rejects_a_target_that_matches_nothing(model: torch.nn.Module) 
 
 def test_fresh_adapter_is_seeded_and_a_noop(tiny_model_dir: Path) -> None:
     batch_model = load_model(tiny_model_dir, dtype="fp32")
-    batch = _text_batch(batch_model)
-    before = _logits(batch_model, batch)
+    batch = text_batch(batch_model)
+    before = logits_of(batch_model, batch)
     rng_state = torch.get_rng_state()
     first = add_lora(batch_model, r=4, alpha=8, dropout=0.0, target="both", seed=7)
     assert torch.equal(torch.get_rng_state(), rng_state)  # the caller's generator is left alone
-    assert torch.equal(_logits(first, batch), before)  # B = 0: exactly the base model
+    assert torch.equal(logits_of(first, batch), before)  # B = 0: exactly the base model
     params = {n: p.detach().clone() for n, p in first.named_parameters() if p.requires_grad}
     assert all(not p.any() for n, p in params.items() if ".lora_B." in n)
     same = dict(add_lora(load_model(tiny_model_dir, dtype="fp32"), r=4, alpha=8, dropout=0.0, target="both",
@@ -109,7 +109,7 @@ def test_fresh_adapter_is_seeded_and_a_noop(tiny_model_dir: Path) -> None:
     assert not any(torch.equal(params[n], other[n]) for n in a_names)
 
 
-def _trained_adapter(tiny_model_dir: Path, out: Path) -> Path:
+def trained_adapter(tiny_model_dir: Path, out: Path) -> Path:
     """An adapter with non-zero B (as after training), saved like a run saves it."""
     peft_model = add_lora(load_model(tiny_model_dir, dtype="fp32"), r=4, alpha=8, dropout=0.0, target="both")
     generator = torch.Generator().manual_seed(0)
@@ -123,7 +123,7 @@ def _trained_adapter(tiny_model_dir: Path, out: Path) -> Path:
 
 @pytest.mark.parametrize("trainable", [True, False])
 def test_load_adapter_restores_the_saved_tensors(tiny_model_dir: Path, tmp_path: Path, trainable: bool) -> None:
-    adapter = _trained_adapter(tiny_model_dir, tmp_path / "adapter")
+    adapter = trained_adapter(tiny_model_dir, tmp_path / "adapter")
     saved = load_file(str(adapter / "adapter_model.safetensors"))
     loaded = load_adapter(load_model(tiny_model_dir, dtype="fp32"), adapter, trainable=trainable)
     params = dict(loaded.named_parameters())
@@ -133,10 +133,10 @@ def test_load_adapter_restores_the_saved_tensors(tiny_model_dir: Path, tmp_path:
 
 
 def test_merge_equals_base_plus_adapter_and_loads_without_peft(tiny_model_dir: Path, tmp_path: Path) -> None:
-    adapter = _trained_adapter(tiny_model_dir, tmp_path / "adapter")
+    adapter = trained_adapter(tiny_model_dir, tmp_path / "adapter")
     base = load_model(tiny_model_dir, dtype="fp32")
-    batch = _text_batch(base)
-    with_adapter = _logits(load_adapter(base, adapter, trainable=False), batch)
+    batch = text_batch(base)
+    with_adapter = logits_of(load_adapter(base, adapter, trainable=False), batch)
     out = tmp_path / "merged"
     out.mkdir()
     (out / "stale.txt").write_text("an older merge", encoding="utf-8")  # replaced, not mixed in
@@ -147,13 +147,13 @@ def test_merge_equals_base_plus_adapter_and_loads_without_peft(tiny_model_dir: P
     assert not [k for k in tensors if "lora_" in k or "base_layer" in k]
     for name in ("config.json", "generation_config.json", "README.md", "tokenizer_config.json"):
         assert (out / name).is_file(), name
-    merged = _logits(load_model(out, dtype="fp32"), batch)
+    merged = logits_of(load_model(out, dtype="fp32"), batch)
     assert (merged - with_adapter).abs().max().item() <= 1e-4
-    assert (with_adapter - _logits(load_model(tiny_model_dir, dtype="fp32"), batch)).abs().max().item() > 1e-2
+    assert (with_adapter - logits_of(load_model(tiny_model_dir, dtype="fp32"), batch)).abs().max().item() > 1e-2
 
 
 def test_merge_saves_in_the_requested_dtype(tiny_model_dir: Path, tmp_path: Path) -> None:
-    adapter = _trained_adapter(tiny_model_dir, tmp_path / "adapter")
+    adapter = trained_adapter(tiny_model_dir, tmp_path / "adapter")
     out = merge_adapter_into_base(str(tiny_model_dir), adapter, tmp_path / "merged", save_dtype="bf16")
     tensors = load_file(str(next(out.glob("*.safetensors"))))
     assert {t.dtype for t in tensors.values()} == {torch.bfloat16}

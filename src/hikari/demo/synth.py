@@ -19,7 +19,7 @@
   name, plus RGBA, greyscale and 16-bit images, which are *valid* and must be read.
 
 Same seed → byte-identical files (the XLSX zip timestamps and document properties are pinned). The pictures
-themselves are drawn by `hikari.data.synth_images`.
+themselves are drawn by `hikari.demo.synth_images`.
 """
 
 from __future__ import annotations
@@ -36,9 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from openpyxl import Workbook
+from openpyxl.writer.excel import ExcelWriter
 from PIL import Image
+from rich.progress import track
 
-from hikari.data.captions import RARE_DISEASES, synth_caption
 from hikari.data.labels import DISEASES, clean_disease
 from hikari.data.skincap import (
     CAPTION_COLUMN,
@@ -51,7 +53,8 @@ from hikari.data.skincap import (
     XLSX_CAPTION_COLUMN,
     XLSX_NAME,
 )
-from hikari.data.synth_images import (
+from hikari.demo.captions import RARE_DISEASES, synth_caption
+from hikari.demo.synth_images import (
     REENCODINGS,
     SKIN_TONES,
     crop,
@@ -213,9 +216,6 @@ def _write_xlsx(path: Path, rows: list[dict[str, Any]]) -> None:
     openpyxl stamps "now" into docProps/core.xml and into every zip entry; both are pinned for byte-identical
     output (we write through `ExcelWriter` directly because `Workbook.save` overwrites `modified`).
     """
-    from openpyxl import Workbook
-    from openpyxl.writer.excel import ExcelWriter
-
     header = [XLSX_CAPTION_COLUMN if c == CAPTION_COLUMN else c for c in CSV_COLUMNS]
     wb = Workbook()
     ws = wb.active
@@ -225,7 +225,7 @@ def _write_xlsx(path: Path, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         ws.append([None if row[c] == "" else row[c] for c in CSV_COLUMNS])
     wb.properties.created = wb.properties.modified = FIXED_TIME
-    wb.properties.creator = "hikari.data.synth"
+    wb.properties.creator = "hikari.demo.synth"
     raw = io.BytesIO()
     with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
         ExcelWriter(wb, archive).write_data()
@@ -287,8 +287,6 @@ def write_synthetic_skincap(
     summary_pairs: dict[str, list[Any]] = {"same_source": [], "identical": [], "reencoded": []}
     todo: Iterable[tuple[int, str]] = zip(ids, diseases, strict=True)
     if progress:
-        from rich.progress import track
-
         todo = track(list(todo), description="Synthesising images")
     for row_id, d in todo:
         src_kind, src = derived.get(row_id, (None, None))

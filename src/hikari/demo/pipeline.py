@@ -19,8 +19,18 @@ from typing import Any
 
 from rich.console import Console
 
-from hikari.models.tiny import TinyDims
-from hikari.training.ablation import CAPTION_COLUMNS
+from hikari.config import load_config, resolve_recipe
+from hikari.data.audit import audit_split
+from hikari.data.split import load_split, split_dataset
+from hikari.demo.pretrain import pretrain_tiny_vlm
+from hikari.demo.rag import run_stage2_rag
+from hikari.demo.synth import write_synthetic_skincap
+from hikari.demo.tiny import TinyDims, build_tiny_qwen3vl
+from hikari.evaluation.captions import evaluate_captions
+from hikari.evaluation.predictions import read_predictions
+from hikari.inference.predict import run_predict
+from hikari.training.ablation import CAPTION_COLUMNS, AblationRow, run_stage3_ablation
+from hikari.training.stages import run_training
 from hikari.utils.io import Stopwatch, atomic_write_json, atomic_write_text
 
 # Longer image side in pixels for every demo picture (pre-training, stages, evaluation).
@@ -61,18 +71,10 @@ DEMO_DIMS = TinyDims(text_hidden=128, text_intermediate=384, text_layers=3)
 DEMO_ROWS = 1200
 
 
-def run_demo(out: Path, *, n: int = DEMO_ROWS, seed: int = 0, console: Console | None = None) -> dict[str, Any]:
-    """Run the demo pipeline into `out` and return the report dictionary (also saved as report.json/.md)."""
-    from hikari.config import load_config, resolve_recipe
-    from hikari.data.audit import audit_split
-    from hikari.data.split import load_split, split_dataset
-    from hikari.data.synth import write_synthetic_skincap
-    from hikari.models.pretrain import pretrain_tiny_vlm
-    from hikari.models.tiny import build_tiny_qwen3vl
-    from hikari.retrieval.demo import run_stage2_rag
-    from hikari.training.ablation import run_stage3_ablation
-    from hikari.training.stages import run_training
+def run_demo(out: Path, *, n: int | None = None, seed: int = 0, console: Console | None = None) -> dict[str, Any]:
+    """Run the demo pipeline into `out` and return the report dictionary (also saved as report.json/.md).
 
+    `n`: synthetic SkinCAP rows (None: `DEMO_ROWS`)."""
     console = console or Console()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,7 +83,7 @@ def run_demo(out: Path, *, n: int = DEMO_ROWS, seed: int = 0, console: Console |
     lap, timings = stopwatch.lap, stopwatch.timings
 
     console.rule("1/9 synthetic SkinCAP")
-    synth = write_synthetic_skincap(data_dir, n=n, seed=seed)
+    synth = write_synthetic_skincap(data_dir, n=DEMO_ROWS if n is None else n, seed=seed)
     console.print(f"wrote {data_dir} ({synth.n_rows} rows)")
     lap("synth")
 
@@ -169,10 +171,6 @@ def run_demo(out: Path, *, n: int = DEMO_ROWS, seed: int = 0, console: Console |
 
 def _evaluate_base_captions(base: Path, data_dir: Path, split: Path, out: Path) -> dict[str, Any]:
     """Caption metrics of the untrained (only generically pre-trained) base model on the val part."""
-    from hikari.evaluation.captions import evaluate_captions
-    from hikari.evaluation.predictions import read_predictions
-    from hikari.inference.predict import run_predict
-
     out.unlink(missing_ok=True)  # the base model directory is rebuilt each run: never resume stale lines
     run_predict(
         str(base), data_dir, split, "caption", out, part="val", batch_size=16, image_max_size=DEMO_IMAGE_SIZE,
@@ -184,7 +182,7 @@ def _evaluate_base_captions(base: Path, data_dir: Path, split: Path, out: Path) 
 _CAPTION_KEYS = ("bleu_1", "bleu_2", "bleu_4", "rouge_1", "rouge_l", "mention_rate", "generated_words_mean", "reference_words_mean", "n")
 
 
-def _stage3_entry(row: Any) -> dict[str, Any]:
+def _stage3_entry(row: AblationRow) -> dict[str, Any]:
     """A Stage 3 recipe's report entry: caption metrics + the ablation's collapse verdicts."""
     return {**row.metrics, "distinct_2": row.distinct_2, "low_diversity": row.low_diversity,
             "collapse_detected": row.collapse_detected, "collapse_cause": row.collapse_cause,

@@ -46,10 +46,10 @@ from transformers import (
 )
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
-from hikari.data.captions import caption_corpus
 from hikari.data.labels import ALIASES, DISEASES, GROUPS
 from hikari.data.prompts import all_prompt_texts, stage2_target
-from hikari.models.chat_template import QWEN3_VL_THINKING_CHAT_TEMPLATE
+from hikari.demo.captions import caption_corpus
+from hikari.demo.chat_template import QWEN3_VL_THINKING_CHAT_TEMPLATE
 from hikari.utils.io import atomic_directory
 
 # Qwen's control tokens, in the order Qwen's vocabulary lists them (the tokens Qwen3-VL never uses in

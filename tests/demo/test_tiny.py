@@ -13,9 +13,8 @@ from transformers import GenerationConfig, Qwen3VLForConditionalGeneration
 
 from hikari.data.labels import DISEASES
 from hikari.data.prompts import STAGE2_TRAIN_PROMPTS, stage2_messages, stage2_target, with_answer
-from hikari.models.chat_template import QWEN3_VL_THINKING_CHAT_TEMPLATE, THINKING_GENERATION_PROMPT
-from hikari.models.load import load_model, load_processor
-from hikari.models.tiny import (
+from hikari.demo.chat_template import QWEN3_VL_THINKING_CHAT_TEMPLATE, THINKING_GENERATION_PROMPT
+from hikari.demo.tiny import (
     MAX_PIXELS,
     MERGE_SIZE,
     PATCH_SIZE,
@@ -24,6 +23,7 @@ from hikari.models.tiny import (
     build_tiny_qwen3vl,
     directory_size,
 )
+from hikari.models.load import load_model, load_processor
 
 MAX_SAVED_BYTES = 5 * 1024 * 1024
 

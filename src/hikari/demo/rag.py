@@ -20,6 +20,14 @@ from typing import Any
 
 from rich.console import Console
 
+from hikari.config import RagConfig, RunConfig, default, load_config, resolve_recipe
+from hikari.data.records import SkinCapRecord
+from hikari.demo.encoders import build_tiny_encoders
+from hikari.models.load import load_model, load_processor
+from hikari.models.lora import load_adapter
+from hikari.retrieval.references import build_reference_index
+from hikari.training.evaluate import evaluate_model
+from hikari.training.stages import rag_references, read_run_info, run_records, run_training
 from hikari.utils.io import Stopwatch, atomic_write_json
 
 
@@ -33,8 +41,8 @@ def run_stage2_rag(
     steps: int,
     console: Console | None = None,
     *,
-    k_train: int = 1,
-    alpha: float = 0.9,
+    k_train: int = default(RagConfig, "k_train"),
+    alpha: float = default(RagConfig, "alpha"),
     seed: int = 0,
 ) -> dict[str, Any]:
     """Train Sirius into `out_dir/run`, evaluate Stage 2 with 0/1/3 references, and return the numbers.
@@ -54,11 +62,6 @@ def run_stage2_rag(
         top-1 label precision on the eval part (``retrieval_top1_label_precision``), balanced accuracies, paths and
         timings. Also written to `out_dir/stage2_rag.json`.
     """
-    from hikari.config import load_config, resolve_recipe
-    from hikari.retrieval.encoders import build_tiny_encoders
-    from hikari.retrieval.references import build_reference_index
-    from hikari.training.stages import _rag_references, read_run_info, run_training, split_records
-
     console = console or Console()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,9 +91,9 @@ def run_stage2_rag(
     lap("sirius_train")
 
     console.rule("RAG: Stage 2 without references, K=1, K=3; Deneb with K=3")
-    parts, _, _ = split_records(config)
+    parts = run_records(config).parts
     evaluated = parts[config.eval.part]
-    _, refs3, _ = _rag_references(config, parts, Path(config.output_dir))  # cached: computed before training
+    _, refs3, _ = rag_references(config, parts, Path(config.output_dir))  # cached: computed before training
     assert refs3 is not None
     refs1 = {name: triples[:1] for name, triples in refs3.items()}
     cached = json.loads((Path(config.output_dir) / f"references.{config.eval.part}.json").read_text("utf-8"))
@@ -124,14 +127,9 @@ def run_stage2_rag(
 
 
 def _evaluate_run(
-    run_dir: Path, config: Any, records: list[Any], out_dir: Path, variants: dict[str, Any]
+    run_dir: Path, config: RunConfig, records: list[SkinCapRecord], out_dir: Path, variants: dict[str, Any]
 ) -> dict[str, Any]:
     """Load a run's base + adapter once and evaluate each references variant (None: no references)."""
-    from hikari.models.load import load_model, load_processor
-    from hikari.models.lora import load_adapter
-    from hikari.training.evaluate import evaluate_model
-    from hikari.training.stages import read_run_info
-
     info = read_run_info(run_dir)
     model = load_adapter(load_model(info["base_model"], dtype=config.model.dtype), run_dir / info["adapter"],
                          trainable=False)  # fmt: skip

@@ -1,4 +1,4 @@
-"""Brief full-parameter pre-training of the tiny Qwen3-VL on generic tasks (demo/tests only).
+"""Brief full-parameter pre-training of the tiny Qwen3-VL on generic tasks (the embedded default only).
 
 A randomly initialised tiny model knows nothing, while the real base (Qwen3-VL-8B) already sees colours and
 shapes in pictures and reads and writes medical English. To make the tiny default behave like a *base* VLM it is
@@ -33,11 +33,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import trange
 
+from hikari.data import prompts as P
+from hikari.data.labels import ALIASES, DISEASES, GROUPS
+from hikari.demo.captions import caption_corpus
+from hikari.demo.synth_images import SKIN_TONES, STYLES, crop, render_canvas, to_image
+from hikari.models.batching import VLMCollator
+from hikari.models.load import load_model, load_processor
+from hikari.training.trainer import answer_token_loss
+from hikari.utils.io import atomic_write_json
 
 PRETRAIN_PROMPT = "Describe the image."
 LANGUAGE_PROMPT = "Write a clinical sentence about a skin condition."
@@ -103,8 +112,6 @@ def _colour_name(rgb: Sequence[float]) -> str:
 
 def lesion_attributes(disease: str) -> LesionAttributes:
     """The generic visual attributes of the synthetic lesion style of `disease` (synthetic data only)."""
-    from hikari.data.synth_images import STYLES
-
     style = STYLES[disease]
     return LesionAttributes(_colour_name(style.colour), style.shape, tuple(t for t in style.textures if t in _TEXTURES))
 
@@ -128,8 +135,6 @@ def caption_sentences(notes: Sequence[str]) -> list[str]:
 def clinical_notes(seed: int, n_captions: int = 400) -> list[str]:
     """`n_captions` whole synthetic captions from the caption generator's own seed space (text only: no
     picture and no dataset row goes with them)."""
-    from hikari.data.captions import caption_corpus
-
     return list(caption_corpus(n=n_captions, seed=seed))
 
 
@@ -140,9 +145,6 @@ def language_samples(
 
     None has an image, so none can teach what a picture of a disease looks like; they teach the words.
     """
-    from hikari.data import prompts as P
-    from hikari.data.labels import ALIASES, DISEASES, GROUPS
-
     out = []
     for _ in range(n):
         u = rng.random()
@@ -232,8 +234,6 @@ class PictureCorpus:
     """
 
     def __init__(self, n: int, *, seed: int, max_size: int, diseases: Sequence[str] | None = None) -> None:
-        from hikari.data.synth_images import STYLES
-
         if n < 1:
             raise ValueError(f"the picture corpus needs n >= 1, got {n}")
         self.n = n
@@ -255,10 +255,6 @@ class PictureCorpus:
     def picture(self, k: int) -> Image.Image:
         """Picture k as 8-bit RGB, thumbnailed to `max_size` (LANCZOS) as `load_rgb` does for the stages."""
         if k not in self._cache:
-            import numpy as np
-
-            from hikari.data.synth_images import SKIN_TONES, crop, render_canvas, to_image
-
             tone = SKIN_TONES[(k // len(self.diseases)) % len(SKIN_TONES)]
             canvas, h, w = render_canvas(PRETRAIN_SEED_BASE + self.seed, k, self.disease(k), tone)
             image = to_image(crop(canvas, h, w, np.random.default_rng([PRETRAIN_SEED_BASE + self.seed, k, 11])))
@@ -299,12 +295,6 @@ def pretrain_tiny_vlm(
 
     Returns `out`. Losses of both phases are logged into `out/pretrain_losses.json`.
     """
-    from hikari.data import prompts as P
-    from hikari.models.load import load_model, load_processor
-    from hikari.training.data import VLMCollator
-    from hikari.training.trainer import answer_token_loss
-    from hikari.utils.io import atomic_write_json
-
     if not 0.0 <= vision_share <= 1.0:
         raise ValueError(f"vision_share must be in [0, 1], got {vision_share}")
     if steps < 1 or vision_warmup_steps < 0:

@@ -14,12 +14,13 @@ from openpyxl import load_workbook
 from PIL import Image
 from rapidfuzz import fuzz
 
-from hikari.data.captions import RARE_DISEASES
-from hikari.data.hashing import DEFAULT_HASH_THRESHOLD, hamming, phash, pixel_sha256
+from hikari.config import DEFAULT_HASH_THRESHOLD
+from hikari.data.hashing import hamming, phash, pixel_sha256
 from hikari.data.labels import DISEASES, FUZZY_MERGE_THRESHOLD, clean_disease, fuzzy_merge_map
 from hikari.data.skincap import CSV_COLUMNS, CSV_NAME, IMAGE_DIR, NOT_INCLUDE_DIR, XLSX_NAME, read_skincap
-from hikari.data.synth import CORRUPT_KINDS, MIN_ROWS, MISSPELLINGS, RAW_SCC, SynthSummary, write_synthetic_skincap
-from hikari.data.synth_images import STYLES
+from hikari.demo.captions import RARE_DISEASES
+from hikari.demo.synth import CORRUPT_KINDS, MIN_ROWS, MISSPELLINGS, RAW_SCC, SynthSummary, write_synthetic_skincap
+from hikari.demo.synth_images import STYLES
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import hikari.demo as demo
+import hikari.demo.pipeline as demo
 
 
 @pytest.fixture(autouse=True)

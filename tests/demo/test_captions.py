@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from hikari.data.captions import (
+from hikari.data.labels import ALIASES, DISEASES
+from hikari.demo.captions import (
     MAX_WORDS,
     MIN_WORDS,
     RARE_DISEASES,
@@ -14,7 +15,6 @@ from hikari.data.captions import (
     synth_caption,
     vocab_for,
 )
-from hikari.data.labels import ALIASES, DISEASES
 
 _RECOMMENDATION = re.compile(r"recommend|advis|biopsy|dermoscop|examination|seek medical|suggested|required|should")
 _DIAGNOSIS = re.compile(r"consistent with|may indicate|suggests|suggestive of|compatible with")
