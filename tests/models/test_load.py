@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import types
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from transformers import BitsAndBytesConfig
 
+from hikari.data import prompts as P
 from hikari.data.prompts import STAGE2_TRAIN_PROMPTS, stage2_messages
+from hikari.demo.tiny import TinyDims, build_tiny_qwen3vl
+from hikari.inference.engines import TransformersEngine
 from hikari.models import load as load_module
 from hikari.models.load import (
     DTYPES,
     describe_model,
+    keep_odd_4bit_layers_unpacked,
     load_model,
     load_processor,
     nf4_quantization_config,
@@ -96,14 +103,58 @@ def test_attn_implementation_and_device_map_are_forwarded(tiny_model_dir: Path) 
 # --- 4-bit ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
-def test_4bit_without_cuda_says_so(tiny_model_dir: Path) -> None:
-    with pytest.raises(RuntimeError, match=r"load_in_4bit=True needs a CUDA GPU"):
-        load_model(tiny_model_dir, load_in_4bit=True)
+BNB = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None,
+                         reason="bitsandbytes is not installed (it is in the dev extras)")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU backend")
+@BNB
+def test_4bit_on_the_cpu_quantises_every_linear_but_the_lm_head(tiny_model_dir: Path) -> None:
+    """bitsandbytes' CPU backend: the NF4 base loads on the CPU (device_map cpu) and answers."""
+    import bitsandbytes as bnb  # optional extra (skipped without it)
+
+    model = load_model(tiny_model_dir, dtype="bf16", load_in_4bit=True)
+    assert getattr(model, "is_loaded_in_4bit", False)
+    quantised = [n for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
+    plain = [n for n, m in model.named_modules() if type(m) is torch.nn.Linear]
+    assert len(quantised) > 20 and plain == ["lm_head"]
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+    with torch.no_grad():
+        logits = model(input_ids=torch.arange(3, 20).reshape(1, -1), use_cache=False).logits
+    assert torch.isfinite(logits.float()).all()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU backend")
+@BNB
+def test_4bit_layers_the_cpu_kernel_cannot_pack_stay_on_the_generic_path(tmp_path: Path) -> None:
+    """Qwen3-VL-8B's vision MLP is 4,304 wide: bitsandbytes' CPU kernel (blocks of 32 rows, 64-wide quantisation
+    blocks) cannot pack it, and generation crashed. Here the tiny model's vision MLP is 272 wide."""
+    odd = build_tiny_qwen3vl(tmp_path / "odd", seed=0, dims=TinyDims(vision_intermediate=272), dtype=torch.bfloat16)
+    model = load_model(odd, dtype="bf16", load_in_4bit=True)
+    unpacked = [n for n, m in model.named_modules() if getattr(m, "support_avx512bf16_for_cpu", None) is False]
+    assert unpacked and all("mlp.linear_fc" in n for n in unpacked)
+    assert keep_odd_4bit_layers_unpacked(model) == 0  # idempotent: the loader did it already
+    engine = TransformersEngine.from_model(model, load_processor(odd, padding_side="left"), batch_size=1)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8))
+    assert len(engine.generate([P.stage3_messages(image, 0)], max_new_tokens=3)) == 1
+
+
+def test_4bit_without_a_cpu_backend_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(load_module.torch.cuda, "is_available", lambda: False)
+    fake = types.ModuleType("bitsandbytes")
+    fake.__version__ = "0.44.0"
+
+    def no_cpu(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no kernel for cpu")
+
+    fake.functional = types.SimpleNamespace(quantize_4bit=no_cpu)
+    monkeypatch.setitem(sys.modules, "bitsandbytes", fake)
+    with pytest.raises(RuntimeError, match=r"needs a CUDA GPU .* or a bitsandbytes release with a CPU backend "
+                                           r"\(installed: 0\.44\.0"):  # fmt: skip
+        nf4_quantization_config()
 
 
 def test_4bit_without_bitsandbytes_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(load_module.torch.cuda, "is_available", lambda: True)
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # makes `import bitsandbytes` raise ImportError
     with pytest.raises(RuntimeError, match=r"bitsandbytes package \(pip install 'hikari\[quant\]'\)") as err:
         nf4_quantization_config()

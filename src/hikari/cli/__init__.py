@@ -46,4 +46,7 @@ app.command("demo", help="The whole cascade on synthetic SkinCAP and the tiny Qw
 
 def main() -> None:  # console-script entry point
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # HIKARI's own progress notes (which cross-entropy ran, which engine loads what) are shown; other libraries'
+    # INFO lines are not.
+    logging.getLogger("hikari").setLevel(logging.INFO)
     app()

@@ -50,6 +50,7 @@ from hikari.data.labels import ALIASES, DISEASES, GROUPS
 from hikari.data.prompts import all_prompt_texts, stage2_target
 from hikari.demo.captions import caption_corpus
 from hikari.demo.chat_template import QWEN3_VL_THINKING_CHAT_TEMPLATE
+from hikari.models import qwen3vl_8b as Q8B
 from hikari.utils.io import atomic_directory
 
 # Qwen's control tokens, in the order Qwen's vocabulary lists them (the tokens Qwen3-VL never uses in
@@ -113,6 +114,27 @@ class TinyDims:
     vision_heads: int = 2
     vision_position_grid: int = 8  # learned 8x8 position grid (8B: 48x48), bilinearly resampled per image
     deepstack_visual_indexes: tuple[int, ...] = (0, 1)  # vision blocks whose features DeepStack injects
+    vocab_size: int | None = None  # embedding rows; None: the tokenizer's size rounded up to VOCAB_MULTIPLE
+
+
+def width_true_dims(*, text_layers: int = 2, vision_blocks: int = 3) -> TinyDims:
+    """Qwen3-VL-8B's sizes (`hikari.models.qwen3vl_8b`) with only the depth reduced: hidden 4,096, 32 query and 8
+    KV heads of 128, MLP 12,288, vocabulary 151,936; vision 1,152 wide with a 48 × 48 position grid; DeepStack's
+    blocks mapped onto the kept ones. With the tiny tokenizer, every id is below 2,100 and the other rows of the
+    embedding and LM head are never a target, but the loss still runs over all 151,936 logits."""
+    text, vision = Q8B.TEXT, Q8B.VISION
+    grid = round(vision["num_position_embeddings"] ** 0.5)
+    return TinyDims(
+        text_hidden=text["hidden_size"], text_intermediate=text["intermediate_size"], text_layers=text_layers,
+        text_heads=text["num_attention_heads"], text_kv_heads=text["num_key_value_heads"], head_dim=text["head_dim"],
+        mrope_section=tuple(text["rope_parameters"]["mrope_section"]),
+        rope_theta=text["rope_parameters"]["rope_theta"], max_position_embeddings=text["max_position_embeddings"],
+        vision_hidden=vision["hidden_size"], vision_intermediate=vision["intermediate_size"],
+        vision_depth=vision_blocks, vision_heads=vision["num_heads"], vision_position_grid=grid,
+        deepstack_visual_indexes=tuple(Q8B.shrunk_deepstack(vision["deepstack_visual_indexes"], vision["depth"],
+                                                            vision_blocks)),
+        vocab_size=text["vocab_size"],
+    )  # fmt: skip
 
 
 def tokenizer_training_texts(corpus: Sequence[str] | None = None) -> list[str]:
@@ -181,8 +203,11 @@ def train_tiny_tokenizer(texts: Sequence[str], *, vocab_size: int = BPE_VOCAB_SI
     return tokenizer
 
 
-def build_tiny_processor(tokenizer: Qwen2Tokenizer) -> Qwen3VLProcessor:
-    """Qwen3-VL's processor around `tokenizer`, with a pixel budget for 64-128 px images."""
+def build_tiny_processor(
+    tokenizer: Qwen2Tokenizer, *, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS
+) -> Qwen3VLProcessor:
+    """Qwen3-VL's processor around `tokenizer`, with a pixel budget for 64-128 px images (or the one given;
+    Qwen3-VL-8B's own is `hikari.models.qwen3vl_8b.IMAGE_PROCESSOR`)."""
     common = dict(
         patch_size=PATCH_SIZE,
         temporal_patch_size=TEMPORAL_PATCH_SIZE,
@@ -190,7 +215,7 @@ def build_tiny_processor(tokenizer: Qwen2Tokenizer) -> Qwen3VLProcessor:
         image_mean=list(IMAGE_MEAN),
         image_std=list(IMAGE_STD),
     )
-    image_processor = Qwen2VLImageProcessor(size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}, **common)
+    image_processor = Qwen2VLImageProcessor(size={"shortest_edge": min_pixels, "longest_edge": max_pixels}, **common)
     video_processor = Qwen3VLVideoProcessor(
         size={"shortest_edge": VIDEO_MIN_PIXELS, "longest_edge": VIDEO_MAX_PIXELS},
         cap_pixels_per_frame=True,  # qwen-vl-utils' per-frame budget; also the library default from v5.22 on
@@ -212,7 +237,9 @@ def tiny_qwen3vl_config(tokenizer: Qwen2Tokenizer, dims: TinyDims = TinyDims()) 
         raise ValueError(f"deepstack_visual_indexes {dims.deepstack_visual_indexes} must be < vision_depth "
                          f"{dims.vision_depth}")
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token, _ in QWEN_ADDED_TOKENS}
-    vocab_size = -(-len(tokenizer) // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+    vocab_size = dims.vocab_size or -(-len(tokenizer) // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+    if vocab_size < len(tokenizer):
+        raise ValueError(f"vocab_size {vocab_size} is smaller than the tokenizer ({len(tokenizer)} tokens)")
     text_config = dict(
         vocab_size=vocab_size,
         hidden_size=dims.text_hidden,
@@ -283,6 +310,9 @@ def build_tiny_qwen3vl(
     corpus: Sequence[str] | None = None,
     dims: TinyDims = TinyDims(),
     overwrite: bool = False,
+    dtype: torch.dtype = torch.float32,
+    min_pixels: int = MIN_PIXELS,
+    max_pixels: int = MAX_PIXELS,
 ) -> Path:
     """Build the tiny Qwen3-VL (model, tokenizer, processor, generation config) and save it to `out`.
 
@@ -292,8 +322,11 @@ def build_tiny_qwen3vl(
         seed: seeds the weight initialisation; the same seed gives bit-identical weights.
         corpus: captions for tokenizer training instead of the default synthetic corpus (prompts and labels
             are always included).
-        dims: model sizes (the defaults keep the saved folder under 5 MB).
+        dims: model sizes (the defaults keep the saved folder under 5 MB; `width_true_dims()` gives Qwen3-VL-8B's
+            widths at a reduced depth).
         overwrite: replace an existing non-empty `out`.
+        dtype: the saved weights' dtype (Qwen3-VL-8B ships bf16).
+        min_pixels, max_pixels: the image processor's pixel budget.
 
     Returns:
         `out`, holding `config.json`, `generation_config.json`, `model.safetensors`, tokenizer, image/video
@@ -306,13 +339,19 @@ def build_tiny_qwen3vl(
         raise FileExistsError(f"{out} is not empty; choose another directory or pass overwrite=True")
 
     tokenizer = train_tiny_tokenizer(tokenizer_training_texts(corpus))
-    processor = build_tiny_processor(tokenizer)
+    processor = build_tiny_processor(tokenizer, min_pixels=min_pixels, max_pixels=max_pixels)
     config = tiny_qwen3vl_config(tokenizer, dims)
     # A private generator would be nicer, but transformers initialises from the global RNG; fork it so the
-    # caller's RNG state is untouched by the build.
+    # caller's RNG state is untouched by the build. Parameters are created in `dtype` (a width-true model in fp32
+    # would need twice the memory for a moment).
+    previous = torch.get_default_dtype()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Qwen3VLForConditionalGeneration(config).to(torch.float32).eval()
+        torch.set_default_dtype(dtype)
+        try:
+            model = Qwen3VLForConditionalGeneration(config).to(dtype).eval()
+        finally:
+            torch.set_default_dtype(previous)
     model.generation_config = tiny_generation_config(tokenizer)
 
     with atomic_directory(out) as staging:

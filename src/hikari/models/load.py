@@ -67,17 +67,33 @@ def resolve_model_dir(path_or_id: str | Path) -> str:
     )
 
 
+def stored_dtype(name_or_path: str | Path, *, trust_remote_code: bool = False) -> torch.dtype | None:
+    """The dtype a checkpoint's `config.json` says its weights are stored in (None when it says nothing)."""
+    config = AutoConfig.from_pretrained(resolve_model_dir(name_or_path), trust_remote_code=trust_remote_code)
+    value = getattr(config, "dtype", None) or getattr(getattr(config, "text_config", None), "dtype", None)
+    if isinstance(value, str):
+        value = getattr(torch, value.removeprefix("torch."), None)
+    return value if isinstance(value, torch.dtype) else None
+
+
 def nf4_quantization_config() -> BitsAndBytesConfig:
-    """QLoRA's 4-bit NF4 with double quantisation and bf16 compute; needs CUDA and bitsandbytes."""
-    missing = []
-    if not torch.cuda.is_available():
-        missing.append("a CUDA GPU (torch.cuda.is_available() is False)")
+    """QLoRA's 4-bit NF4 with double quantisation and bf16 compute.
+
+    Needs bitsandbytes, and a CUDA GPU or — without one — a bitsandbytes release whose CPU backend quantises
+    (0.50 does: checked by quantising a small tensor, so an older release fails here and not mid-load)."""
     try:
-        importlib.import_module("bitsandbytes")
+        bnb = importlib.import_module("bitsandbytes")  # optional extra: hikari[quant]
     except ImportError:
-        missing.append("the bitsandbytes package (pip install 'hikari[quant]')")
-    if missing:
-        raise RuntimeError("load_in_4bit=True needs " + " and ".join(missing) + "; load without 4-bit instead")
+        raise RuntimeError("load_in_4bit=True needs the bitsandbytes package (pip install 'hikari[quant]'); load "
+                           "without 4-bit instead") from None
+    if not torch.cuda.is_available():
+        try:
+            bnb.functional.quantize_4bit(torch.ones(64, dtype=torch.bfloat16), quant_type="nf4")
+        except Exception as err:  # noqa: BLE001 - any failure means: no usable CPU backend
+            version = getattr(bnb, "__version__", "?")
+            raise RuntimeError(f"load_in_4bit=True needs a CUDA GPU (torch.cuda.is_available() is False) or a "
+                               f"bitsandbytes release with a CPU backend (installed: {version}; quantising on the "
+                               f"CPU failed: {err}); load without 4-bit instead") from err
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
@@ -102,8 +118,9 @@ def load_model(
         dtype: "auto" (the checkpoint's dtype), "bf16", "fp16" or "fp32". With `load_in_4bit`, "auto" means
             bf16 for the layers that stay unquantised.
         device_map: passed to `from_pretrained` ("auto", "cpu", {"": 0}, ...); `None` keeps the model on CPU,
-            except that 4-bit loading places it on the current CUDA device.
-        load_in_4bit: NF4 4-bit weights with double quantisation and bf16 compute (QLoRA); CUDA only.
+            except that 4-bit loading places it on the current CUDA device when there is one.
+        load_in_4bit: NF4 4-bit weights with double quantisation and bf16 compute (QLoRA): on a CUDA GPU, or on
+            the CPU with a bitsandbytes release that has a CPU backend (see `nf4_quantization_config`).
         attn_implementation: "eager", "sdpa", "flash_attention_2", ... or `None` for the library default.
         trust_remote_code: forwarded to `from_pretrained`; Qwen3-VL does not need it.
 
@@ -122,15 +139,42 @@ def load_model(
         kwargs["quantization_config"] = quantization_config
         if torch_dtype == "auto":
             kwargs["dtype"] = torch.bfloat16
-        if device_map is None:
+        if device_map is None and torch.cuda.is_available():
             # One full 4-bit copy per process: under `accelerate launch` each rank takes its own GPU.
             device_map = {"": int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))}
+        elif device_map is None:
+            device_map = {"": "cpu"}
     if device_map is not None:
         kwargs["device_map"] = device_map
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+    if load_in_4bit:
+        keep_odd_4bit_layers_unpacked(model)
     return model.eval()
+
+
+# bitsandbytes' CPU kernel packs weights in blocks of this many output rows.
+CPU_PACK_BLOCK = 32
+
+
+def keep_odd_4bit_layers_unpacked(model: torch.nn.Module) -> int:
+    """Keep the 4-bit layers that bitsandbytes' CPU kernel cannot pack on its generic CPU path; returns how many.
+
+    bitsandbytes (0.50) repacks a 4-bit weight for its AVX-512 BF16 kernel on the first forward without gradients
+    in eval mode, which needs the output width to be a multiple of 32 and the input width a multiple of the
+    quantisation block (64). Qwen3-VL-8B's vision MLP is 4,304 wide (4,304 = 67 × 64 + 16), so generation
+    (evaluation, the collapse guard's probes) on a CPU crashed (benchmarks/real_shape.py). A no-op on CUDA, where
+    that packing never happens."""
+    n = 0
+    for module in model.modules():
+        if not getattr(module, "support_avx512bf16_for_cpu", False):
+            continue
+        blocksize = getattr(getattr(module.weight, "quant_state", None), "blocksize", 64)
+        if module.out_features % CPU_PACK_BLOCK or module.in_features % blocksize:
+            module.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
 
 
 def load_processor(

@@ -309,11 +309,7 @@ def _liger_version() -> tuple[int, ...] | None:
 
 
 def _liger_loss(hidden, weight, targets, bias, ignore_index):  # type: ignore[no-untyped-def]
-    version = _liger_version()
-    if version is None or version < LIGER_MIN_VERSION:
-        found = "not installed" if version is None else "found " + ".".join(map(str, version))
-        raise ImportError(f"backend 'liger' needs Liger-Kernel >= 0.8.2 (correct reduction='none' gradients), {found}: "
-                          "pip install 'liger-kernel>=0.8.2'")
+    # Reached only through `choose_backend`, which checked the installed version.
     from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss  # optional CUDA extra
 
     per_token = LigerFusedLinearCrossEntropyLoss(reduction="none", ignore_index=ignore_index)
@@ -321,32 +317,73 @@ def _liger_loss(hidden, weight, targets, bias, ignore_index):  # type: ignore[no
 
 
 def _cce_loss(hidden, weight, targets, bias, ignore_index):  # type: ignore[no-untyped-def]
-    try:
-        from cut_cross_entropy import linear_cross_entropy  # optional CUDA extra
-    except ImportError:
-        raise ImportError("backend 'cce' needs Cut Cross-Entropy: pip install cut-cross-entropy") from None
-    if bias is not None:
-        raise ValueError("backend 'cce' has no LM-head bias support; use backend='torch' or 'liger'")
+    # Reached only through `choose_backend`, which checked that it is installed and that there is no bias.
+    from cut_cross_entropy import linear_cross_entropy  # optional CUDA extra
+
     return linear_cross_entropy(hidden, weight, targets, ignore_index=ignore_index, reduction="none")
 
 
-def resolve_backend(backend: str, device: torch.device, *, has_bias: bool = False) -> str:
-    """The backend `backend` stands for on `device`. 'auto' on CUDA = Liger (>= 0.8.2), else Cut Cross-Entropy
-    (no bias), else torch; on any other device torch. An explicit name is returned as it is (CUDA only for liger
-    and cce); whether it is installed is checked when it runs."""
+@dataclass(frozen=True)
+class BackendChoice:
+    """Which cross-entropy implementation runs (`name`: torch | liger | cce) for the `requested` setting, and why."""
+
+    requested: str
+    name: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"requested": self.requested, "name": self.name, "reason": self.reason}
+
+
+def _liger_problem() -> str | None:
+    version = _liger_version()
+    if version is None:
+        return "Liger-Kernel is not installed (pip install 'liger-kernel>=0.8.2')"
+    if version < LIGER_MIN_VERSION:
+        return (f"Liger-Kernel {'.'.join(map(str, version))} is installed; >= 0.8.2 is needed (earlier releases "
+                "return wrong gradients for reduction='none')")
+    return None
+
+
+def _cce_problem(has_bias: bool) -> str | None:
+    if importlib.util.find_spec("cut_cross_entropy") is None:
+        return "Cut Cross-Entropy is not installed (pip install cut-cross-entropy)"
+    if has_bias:
+        return "Cut Cross-Entropy has no LM-head bias support"
+    return None
+
+
+def choose_backend(backend: str, device: torch.device, *, has_bias: bool = False) -> BackendChoice:
+    """The implementation `backend` stands for on `device`, with the reason; raises ValueError when it cannot run.
+
+    'auto' on CUDA = Liger (>= 0.8.2), else Cut Cross-Entropy (no bias), else torch; on any other device torch.
+    An explicit 'liger' or 'cce' must be able to run (CUDA, installed, a supported version, no bias for cce):
+    nothing falls back silently to another implementation than the one asked for."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown cross-entropy backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    if backend != "auto":
-        if backend in ("liger", "cce") and device.type != "cuda":
-            raise ValueError(f"backend {backend!r} runs on CUDA only; this input is on {device}")
-        return backend
-    if device.type == "cuda":
-        version = _liger_version()
-        if version is not None and version >= LIGER_MIN_VERSION:
-            return "liger"
-        if not has_bias and importlib.util.find_spec("cut_cross_entropy") is not None:
-            return "cce"
-    return "torch"
+    if backend == "torch":
+        return BackendChoice(backend, "torch", "asked for")
+    if backend in ("liger", "cce"):
+        if device.type != "cuda":
+            raise ValueError(f"backend {backend!r} runs on CUDA only; this run is on {device}")
+        problem = _liger_problem() if backend == "liger" else _cce_problem(has_bias)
+        if problem:
+            raise ValueError(f"backend {backend!r} cannot run: {problem}")
+        return BackendChoice(backend, backend, "asked for")
+    if device.type != "cuda":
+        return BackendChoice(backend, "torch", f"auto: Liger and Cut Cross-Entropy need CUDA, this run is on {device}")
+    liger = _liger_problem()
+    if liger is None:
+        return BackendChoice(backend, "liger", "auto: CUDA and Liger-Kernel >= 0.8.2 installed")
+    cce = _cce_problem(has_bias)
+    if cce is None:
+        return BackendChoice(backend, "cce", f"auto: CUDA, Cut Cross-Entropy installed ({liger})")
+    return BackendChoice(backend, "torch", f"auto: {liger}; {cce}")
+
+
+def resolve_backend(backend: str, device: torch.device, *, has_bias: bool = False) -> str:
+    """`choose_backend(...).name`."""
+    return choose_backend(backend, device, has_bias=has_bias).name
 
 
 def fused_weighted_cross_entropy(
@@ -374,9 +411,10 @@ def fused_weighted_cross_entropy(
             `auto_token_chunk(V)`: one chunk's fp32 logits ≤ 64 MiB.
         bias: optional (V,) LM-head bias.
         backend: "torch" (this module, any device), "liger" (Liger-Kernel ≥ 0.8.2), "cce" (Cut Cross-Entropy),
-            or "auto" (`resolve_backend`: on CUDA liger, else cce when there is no bias, else torch; torch
-            elsewhere). Liger and CCE return per-token losses (reduction="none") that are weighted here; they need
-            CUDA and raise ImportError when not installed. `chunk_size` applies to "torch" only.
+            or "auto" (`choose_backend`: on CUDA liger, else cce when there is no bias, else torch; torch
+            elsewhere). Liger and CCE return per-token losses (reduction="none") that are weighted here; asked
+            for where they cannot run (no CUDA, not installed) they raise ValueError. `chunk_size` applies to
+            "torch" only.
 
     Returns:
         (loss_sum, stats): the 0-dim fp32 sum of w·CE (differentiable wrt hidden, weight, bias) and `CEStats`.

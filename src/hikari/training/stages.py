@@ -15,8 +15,10 @@ Run directory:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,19 +27,19 @@ import torch
 from accelerate import PartialState
 from peft import prepare_model_for_kbit_training
 from torch.utils.tensorboard import SummaryWriter
-from transformers import TrainingArguments
+from transformers import TrainerCallback, TrainingArguments
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from hikari import __version__
-from hikari.config import RunConfig, dump_config
+from hikari.config import ConfigError, RunConfig, dump_config
 from hikari.data.images import load_rgb
 from hikari.data.records import SkinCapRecord
 from hikari.data.split import SplitRecords, load_split, read_split_records
 from hikari.evaluation.predictions import read_predictions
 from hikari.inference.scoring import soft_group_text
 from hikari.models.batching import VLMCollator
-from hikari.models.load import load_model, load_processor
+from hikari.models.load import load_model, load_processor, nf4_quantization_config
 from hikari.models.lora import add_lora, describe_adapter, load_adapter, merge_adapter_into_base
 from hikari.retrieval.encoders import resolve_encoder
 from hikari.retrieval.index import HybridIndex
@@ -49,6 +51,7 @@ from hikari.retrieval.references import (
     triples_from_dicts,
 )
 from hikari.training.collapse import CollapseGuard, previous_stage_answers
+from hikari.training.cross_entropy import choose_backend
 from hikari.training.data import STSCollator, SupervisedVLMDataset, build_examples
 from hikari.training.evaluate import evaluate_model
 from hikari.training.trainer import EpochSetter, HikariTrainer
@@ -103,7 +106,7 @@ def prepare_model(config: RunConfig, output_dir: Path) -> tuple[torch.nn.Module,
     processor = load_processor(
         base, min_pixels=m.min_pixels, max_pixels=m.max_pixels, trust_remote_code=m.trust_remote_code
     )
-    if m.load_in_4bit:
+    if m.load_in_4bit and m.upcast_frozen_fp32:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=m.gradient_checkpointing)
     if m.init == "checkpoint":
         assert previous is not None and m.previous_run is not None
@@ -142,9 +145,40 @@ def _merged_init(previous: dict[str, Any], previous_run: Path, output_dir: Path,
     return merged_dir
 
 
+def training_device() -> torch.device:
+    """Where `run_training` trains: the (local) CUDA device when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether `device` computes in bf16 natively: a CUDA GPU that supports it, or a CPU whose oneDNN does
+    (AVX-512 BF16 / AMX; elsewhere bf16 would be emulated and slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def check_runnable(config: RunConfig) -> None:
+    """Fail before any data or model is loaded when a setting cannot run on this machine, naming the option: an
+    explicit cross-entropy backend that cannot run here, an 8-bit optimizer or 4-bit base without bitsandbytes
+    (or, without CUDA, without its CPU backend)."""
+    try:
+        choose_backend(config.loss.ce_backend, training_device())
+    except ValueError as err:
+        raise ConfigError(f"loss.ce_backend={config.loss.ce_backend!r}: {err}") from None
+    if "8bit" in config.train.optim and importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(f"train.optim={config.train.optim!r} needs the bitsandbytes package (pip install "
+                          "'hikari[quant]'), or use train.optim=adamw_torch")  # fmt: skip
+    if config.model.load_in_4bit:
+        try:
+            nf4_quantization_config()
+        except RuntimeError as err:
+            raise ConfigError(f"model.load_in_4bit=true: {err}") from None
+
+
 def training_arguments(config: RunConfig, output_dir: Path) -> TrainingArguments:
     t = config.train
-    use_bf16 = config.model.dtype == "bf16" and torch.cuda.is_available()
+    use_bf16 = config.model.dtype == "bf16" and bf16_supported(training_device())
     return TrainingArguments(
         output_dir=str(output_dir / "checkpoints"),
         per_device_train_batch_size=t.batch_size,
@@ -177,8 +211,17 @@ def last_checkpoint(output_dir: Path) -> str | None:
     return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
 
 
-def run_training(config: RunConfig, *, resume: bool = False, evaluate: bool | None = None) -> RunResult:
-    """Train one recipe end to end into `config.output_dir` and return where everything went."""
+def run_training(
+    config: RunConfig,
+    *,
+    resume: bool = False,
+    evaluate: bool | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> RunResult:
+    """Train one recipe end to end into `config.output_dir` and return where everything went.
+
+    `callbacks` are added to the Trainer's (after the collapse guard and TensorBoard), e.g. to measure a run."""
+    check_runnable(config)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.resolved.yaml", dump_config(config))
@@ -219,9 +262,12 @@ def run_training(config: RunConfig, *, resume: bool = False, evaluate: bool | No
         train_dataset=train_set,
         data_collator=collator,
         # The guard comes before TensorBoard, so the guard/* values it adds to a log reach the events too.
-        callbacks=[EpochSetter(train_set), *([guard] if guard is not None else []), *_tensorboard(out / "logs")],
+        callbacks=[EpochSetter(train_set), *([guard] if guard is not None else []), *_tensorboard(out / "logs"),
+                   *callbacks],
         loss=lc,
     )
+    ce = trainer.ce_backend_choice
+    logger.info("%s: cross-entropy %s (loss.ce_backend=%s: %s)", config.name, ce.name, ce.requested, ce.reason)
     checkpoint = last_checkpoint(out) if resume else None
     if resume and checkpoint is None:
         logger.warning("--resume: no checkpoint under %s/checkpoints, starting from scratch", out)
@@ -260,6 +306,10 @@ def run_training(config: RunConfig, *, resume: bool = False, evaluate: bool | No
         "split_fingerprint": getattr(split, "fingerprint", None),
         "data": data_summary,
         "rag": rag_info,
+        "cross_entropy": ce.to_dict(),
+        "precision": {"dtype": config.model.dtype, "load_in_4bit": config.model.load_in_4bit,
+                      "upcast_frozen_fp32": config.model.load_in_4bit and config.model.upcast_frozen_fp32,
+                      "bf16_autocast": trainer.args.bf16, "device": str(trainer.args.device)},
         "hikari_version": __version__,
     }
     eval_metrics = None

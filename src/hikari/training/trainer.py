@@ -24,6 +24,7 @@ At the same point the trainer measures the CE and penalty gradient norms for a `
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,7 +35,7 @@ from transformers import Trainer, TrainerCallback
 from hikari.config import LossConfig, default
 from hikari.models.batching import supervised_positions
 from hikari.training.collapse import CollapseGuard
-from hikari.training.cross_entropy import fused_weighted_cross_entropy
+from hikari.training.cross_entropy import choose_backend, fused_weighted_cross_entropy
 from hikari.training.penalties import (
     LoraFactor,
     add_to_grads,
@@ -118,6 +119,22 @@ def finish_step_gradients(
     return value
 
 
+def forget_optimizer_overrides(model: torch.nn.Module) -> None:
+    """Drop what bitsandbytes' process-wide `GlobalOptimManager` holds of `model`.
+
+    For an 8-bit optimizer the Trainer registers every `nn.Embedding` with that singleton (to keep their states in
+    32 bits); the registration is never removed, so the embedding — 1.2 GB at Qwen3-VL-8B's width, measured by
+    benchmarks/real_shape.py — outlived its run and a second run in the same process (the Stage 3 ablation with one
+    worker, the demo) held one more. The overrides matter only while the optimizer is built."""
+    bnb = sys.modules.get("bitsandbytes")  # loaded only if an 8-bit optimizer or 4-bit base was used
+    if bnb is None:
+        return
+    manager = bnb.optim.GlobalOptimManager.get_instance()
+    modules = {id(m) for m in model.modules()}
+    manager.module_weight_config_triple = [t for t in manager.module_weight_config_triple if id(t[0]) not in modules]
+    manager.optimizer = None
+
+
 class HikariTrainer(Trainer):
     """Trainer whose loss is normalised once per optimizer step over all micro-batches and processes.
 
@@ -145,7 +162,15 @@ class HikariTrainer(Trainer):
         lora_penalty(self.model, penalty, loss.beta, loss.sigma2)  # validates the kind and that LoRA tensors exist
         self.penalty, self.beta, self.sigma2 = penalty, loss.beta, loss.sigma2
         self.normalize = loss.normalize if loss.sts else "mean"  # "mean" and "none" divide alike: by the token count
-        self.ce_backend = loss.ce_backend
+        # Which cross-entropy implementation runs is decided once, here, before training: an explicit liger/cce that
+        # cannot run on this device fails now, naming the option, and the choice is recorded (`ce_backend_choice`).
+        _, lm_head = _output_modules(self.model)
+        try:
+            self.ce_backend_choice = choose_backend(loss.ce_backend, self.args.device,
+                                                    has_bias=lm_head.bias is not None)  # fmt: skip
+        except ValueError as err:
+            raise ValueError(f"loss.ce_backend={loss.ce_backend!r}: {err}") from None
+        self.ce_backend = self.ce_backend_choice.name
         self._window: dict[str, Any] = {}
         # The closed form needs every rank's complete, unscaled gradient in each LoRA tensor's .grad after the last
         # backward pass: not so under DeepSpeed/FSDP (sharded or flattened gradients) or fp16 loss scaling.
@@ -160,6 +185,12 @@ class HikariTrainer(Trainer):
         self._guards = [cb for cb in self.callback_handler.callbacks if isinstance(cb, CollapseGuard)]
         for guard in self._guards:
             guard.gradients_from_trainer = self.closed_form
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            forget_optimizer_overrides(self.model)
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | int | None:
         if self.normalize != "global" or not batch_samples or "loss_weights" not in batch_samples[0]:

@@ -1,0 +1,49 @@
+"""`benchmarks/gpu_8b.py --tiny`: the GPU check's whole matrix at tiny size on the CPU, so that the one command a
+GPU session runs keeps working (every arm trains or says why it was skipped, and the loss paths agree)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    markdown = tmp_path_factory.mktemp("gpu") / "gpu.md"
+    result = subprocess.run([sys.executable, "benchmarks/gpu_8b.py", "--tiny", "--no-tests", "--markdown",
+                             str(markdown)], cwd=ROOT, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert markdown.read_text().count("\n| ") == len(lines) + 1  # a table row per arm, plus the header
+    return {row["arm"]: row for row in lines}
+
+
+def test_every_arm_trains_or_says_why_not(rows: dict[str, dict]) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_8b
+
+    assert list(rows) == [arm.name for arm in gpu_8b.ARMS]
+    for name, row in rows.items():
+        assert row.get("loss_finite") is True or row.get("skipped"), (name, row)
+    assert "CUDA" in rows["loss_liger"]["skipped"]  # Liger's kernels need a GPU
+
+
+def test_the_arms_change_what_they_say(rows: dict[str, dict]) -> None:
+    k0, k1, k3 = rows["stage2_k0"], rows["stage2_k1"], rows["stage2_k3"]
+    assert k1["image_tokens"] == 2 * k0["image_tokens"] and k3["image_tokens"] == 4 * k0["image_tokens"]
+    assert rows["micro_batch_4"]["supervised_tokens"] > 3 * rows["stage3_plain"]["supervised_tokens"]
+    assert rows["stage3_plain"]["supervised_tokens"] > k0["supervised_tokens"]  # a caption is longer than a label
+
+
+def test_our_fused_loss_gives_transformers_gradients(rows: dict[str, dict]) -> None:
+    """transformers' own loss (full logits) and our fused weighted CE with unit weights: the same LoRA gradients,
+    up to bf16 rounding (the tiny model runs in bf16, as the recipes do)."""
+    row = rows["loss_transformers"]
+    assert row["grad_cosine_vs_fused"] > 0.9999
+    assert row["grad_rel_diff_vs_fused"] < 0.05
