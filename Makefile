@@ -10,7 +10,7 @@ STAMP := $(VENV)/.hikari-installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: install demo test clean
+.PHONY: install demo test serve clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml Makefile
 
 demo: $(STAMP)
 	$(VENV)/bin/hikari demo --out runs/demo
+
+# The page and HTTP API on what `make demo` trained, at http://127.0.0.1:8000/ (Ctrl+C stops).
+serve: $(STAMP)
+	$(VENV)/bin/hikari serve --demo --demo-dir runs/demo
 
 # One torch thread per test worker: two workers on two cores, each with two threads, run ~5x slower.
 test: $(STAMP)

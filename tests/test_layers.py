@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("retrieval",),
     ("inference",),
     ("training",),
+    ("serve",),
     ("demo",),
     ("cli",),
     ("__main__",),

@@ -280,6 +280,21 @@ def default(section: type[BaseModel], name: str) -> Any:
     return info.get_default(call_default_factory=True)
 
 
+class ServeConfig(_Frozen):
+    """Limits and network settings of `hikari serve` (command-line options take their defaults from here)."""
+
+    host: str = Field("127.0.0.1", description="Interface to bind; anything but localhost is reachable by others.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: a free one).")
+    max_upload_mb: float = Field(20.0, gt=0, description="Largest request body; larger ones are refused while "
+                                 "they stream in (HTTP 413).")
+    max_pixels: int = Field(40_000_000, ge=1, description="Largest image (width × height) decoded; a larger "
+                            "one (a decompression bomb) is refused from its header (HTTP 413).")
+    queue_size: int = Field(16, ge=1, description="Requests waiting for the model; when full, HTTP 503 with "
+                            "Retry-After, so memory does not grow with load.")
+    max_batch: int = Field(4, ge=1, description="Queued requests run together as one batch (dynamic batching).")
+    max_new_tokens: int = Field(256, ge=1, description="Largest max_new_tokens / max_tokens a request may ask for.")
+
+
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the file and the dotted key."""
 

@@ -45,13 +45,13 @@ def test_cascade_with_references_and_generated_query_captions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[tuple[str, list]] = []
-    generate = cascade_module._generate
+    run = cascade_module.StagesOneAtATime.run
 
-    def spy(stage, batch, max_new_tokens, engine_kw):  # type: ignore[no-untyped-def]
-        calls.append((str(stage), batch))
-        return generate(stage, batch, min(max_new_tokens, 6), engine_kw)
+    def spy(self, stage, batch, max_new_tokens, choices=None):  # type: ignore[no-untyped-def]
+        calls.append((stage, batch))
+        return run(self, stage, batch, min(max_new_tokens, 6), choices)
 
-    monkeypatch.setattr(cascade_module, "_generate", spy)
+    monkeypatch.setattr(cascade_module.StagesOneAtATime, "run", spy)
     images = _images(synth_split, synth_dir, "train", 2) + _images(synth_split, synth_dir, "val", 1)
     results = run_cascade(images, stage1=tiny_model_dir, stage2=run_dir, stage3=tiny_model_dir, refs=rag_index_dir,
                           k=3, texts=[None, "red scaly plaque", None], dtype="fp32", device="cpu",
@@ -59,8 +59,15 @@ def test_cascade_with_references_and_generated_query_captions(
     assert [r.image for r in results] == [str(p) for p in images]
     # stage 1, the unguided stage 3 captions for the two images without user text, stage 2, guided stage 3
     assert [len(b) for _, b in calls] == [3, 2, 3, 3]
+    assert [stage for stage, _ in calls] == ["stage1", "stage3", "stage2", "stage3"]
     for r, path in zip(results, images, strict=True):
         assert r.group in (*GROUPS, UNKNOWN) and r.diagnosis in (*DISEASES, UNKNOWN)
+        # exact answer scoring on the transformers engine: a distribution over the 4 groups and the 10 diseases
+        assert list(r.group_probabilities) == list(GROUPS)
+        assert sum(r.group_probabilities.values()) == pytest.approx(1, abs=1e-5)
+        assert list(r.disease_probabilities) == list(DISEASES)
+        assert sum(r.disease_probabilities.values()) == pytest.approx(1, abs=1e-5)
+        assert set(r.timings_ms) == {"stage1", "stage3_query", "retrieval", "stage2", "stage3"}
         assert len(r.references) == 3 and path.name not in {ref["file_name"] for ref in r.references}
         assert set(r.raw) >= {"stage1", "stage2", "stage3"}
     assert [r.query_text_source for r in results][1] == "user" and results[1].query_text == "red scaly plaque"
@@ -83,9 +90,9 @@ def test_cascade_without_references_and_via_cli(tiny_model_dir: Path, synth_dir:
                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from hikari.cli import app
 
-    generate = cascade_module._generate
-    monkeypatch.setattr(cascade_module, "_generate",
-                        lambda stage, batch, n, kw: generate(stage, batch, min(n, 4), kw))  # fmt: skip
+    run = cascade_module.StagesOneAtATime.run
+    monkeypatch.setattr(cascade_module.StagesOneAtATime, "run",
+                        lambda self, stage, batch, n, choices=None: run(self, stage, batch, min(n, 4), choices))
     images = _images(synth_split, synth_dir, "val", 2)
     out = tmp_path / "cascade.json"
     result = CliRunner().invoke(app, ["cascade", *map(str, images), "--stage1", str(tiny_model_dir), "--stage2",

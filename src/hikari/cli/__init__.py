@@ -18,6 +18,7 @@ from hikari.cli import retrieve as retrieve_cli
 from hikari.cli.cascade import cascade_command
 from hikari.cli.demo import demo_command
 from hikari.cli.predict import predict_command
+from hikari.cli.serve import serve_command
 from hikari.cli.train import merge_command, train_command
 
 app = typer.Typer(
@@ -38,6 +39,9 @@ app.command("predict", help="Generate predictions for a split part with transfor
 )
 app.command("cascade", help="Group → diagnosis with reference cases → guided caption, for image files.")(
     cascade_command
+)
+app.command("serve", help="The cascade as a local web page and HTTP API (OpenAI-compatible chat too).")(
+    serve_command
 )
 app.command("demo", help="The whole cascade on synthetic SkinCAP and the tiny Qwen3-VL (CPU, minutes).")(
     demo_command

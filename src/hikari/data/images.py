@@ -7,6 +7,7 @@ black (we composite on white, as a viewer shows them) and 16-bit values are clip
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -72,6 +73,55 @@ def load_rgb(path: PathLike, max_size: int | None = DEFAULT_MAX_SIZE) -> Image.I
         raise OSError(f"cannot read image {path}: {err}") from err
     if rgb is img:  # detach from the closed file object
         rgb = rgb.copy()
+    if max_size is not None:
+        rgb.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
+    return rgb
+
+
+class ImageRejected(ValueError):
+    """An image refused before or while decoding. `reason`: "not_an_image" | "corrupt" | "empty" |
+    "too_many_pixels"; the message names the source and what was wrong."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def decode_image(
+    source: bytes | PathLike,
+    *,
+    max_pixels: int | None,
+    max_size: int | None = DEFAULT_MAX_SIZE,
+    name: str | None = None,
+) -> Image.Image:
+    """Decode image bytes (or a file) into 8-bit RGB, thumbnailed to `max_size`², refusing what should not be
+    decoded: the pixel count is read from the header and checked against `max_pixels` *before* any pixel is
+    decoded, so a decompression bomb (a small file declaring a huge picture) costs nothing. Raises
+    `ImageRejected` naming `name` (default: the path, or "image")."""
+    label = name or (str(source) if not isinstance(source, bytes) else "image")
+    try:
+        img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except UnidentifiedImageError:
+        raise ImageRejected("not_an_image", f"{label}: not an image (PNG, JPEG, WebP, TIFF, … expected)") from None
+    except Image.DecompressionBombError as err:  # PIL's own limit, far above any sensible max_pixels
+        raise ImageRejected("too_many_pixels", f"{label}: {err}") from None
+    except OSError as err:
+        raise ImageRejected("corrupt", f"{label}: cannot open ({err})") from None
+    with img:
+        width, height = img.size
+        if width * height == 0:
+            raise ImageRejected("empty", f"{label}: the image has no pixels ({width}×{height})")
+        if max_pixels is not None and width * height > max_pixels:
+            megapixels = width * height / 1e6
+            raise ImageRejected("too_many_pixels", f"{label}: {width}×{height} = {megapixels:.1f} megapixels, more "
+                                f"than the limit of {max_pixels / 1e6:g} (a decompression bomb?)")  # fmt: skip
+        try:
+            img.load()
+            rgb = to_rgb(img)
+        except (OSError, ValueError, SyntaxError) as err:  # truncated data, broken chunks
+            raise ImageRejected("corrupt", f"{label}: cannot decode ({err})") from None
+        if rgb is img:
+            rgb = rgb.copy()
     if max_size is not None:
         rgb.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
     return rgb
