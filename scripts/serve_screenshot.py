@@ -13,14 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -29,6 +25,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from hikari.data.split import load_split
+from hikari.serve.process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW = (1280, 1700)
@@ -120,12 +117,6 @@ def save_screenshot(driver: WebDriver, out: Path) -> None:
     partial.replace(out)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", help="a running server; default: start `hikari serve --demo`")
@@ -138,19 +129,11 @@ def main() -> None:
     server = None
     url = args.url
     if url is None:
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([sys.executable, "-m", "hikari", "serve", "--demo", "--demo-dir", str(args.demo_dir),
-                                   "--port", str(port)], cwd=ROOT)  # fmt: skip
-        deadline = time.monotonic() + 180
-        while True:
-            if server.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"hikari serve --demo did not start (exit {server.poll()}); run `make demo` first")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+        try:
+            server = ServerProcess(["--demo", "--demo-dir", str(args.demo_dir)], cwd=ROOT)
+        except RuntimeError as err:
+            sys.exit(f"hikari serve --demo did not start ({err}); run `make demo` first")
+        url = server.url
     driver = start_chromium()
     try:
         result = walk_through(driver, url, image, text="")
@@ -158,8 +141,7 @@ def main() -> None:
     finally:
         driver.quit()
         if server is not None:
-            server.terminate()
-            server.wait(20)
+            server.stop()
     print(f"{args.out}: {result.group} → {result.diagnosis}; {len(result.references)} references; "
           f"captions from {', '.join(result.captions)}")
 

@@ -5,15 +5,9 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import torch
@@ -22,6 +16,7 @@ from PIL import Image
 from hikari.data.split import load_split
 from hikari.models.load import load_model, load_processor
 from hikari.models.lora import add_lora
+from hikari.serve.process import ServerProcess
 from hikari.serve.service import HikariService
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,71 +74,20 @@ def noise(width: int, height: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # as in `make test`: one per xdist worker
 
 
-class ServerProcess:
-    """`hikari serve` in a subprocess on a free localhost port; stopped (and waited for) on exit."""
-
-    def __init__(self, args: list[str], log: Path, *, timeout: float = 180.0) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        self.log_path = log
-        self.log = log.open("ab")  # closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "hikari", "serve", "--port", str(self.port), *args],
-                                     cwd=ROOT, env=env, stdout=self.log, stderr=self.log)  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"hikari serve exited with {self.proc.returncode}: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"hikari serve did not answer within {timeout} s")
-
-    def rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
-
-    def listening_on(self) -> str:
-        """The address the server's socket is bound to (from /proc/net/tcp*: LISTEN on our port)."""
-        for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
-            for line in Path(table).read_text().splitlines()[1:]:
-                local, state = line.split()[1], line.split()[3]
-                address, port = local.split(":")
-                if state == "0A" and int(port, 16) == self.port:
-                    if width == 8:
-                        return socket.inet_ntoa(bytes.fromhex(address)[::-1])
-                    return socket.inet_ntop(socket.AF_INET6, b"".join(
-                        bytes.fromhex(address[i:i + 8])[::-1] for i in range(0, 32, 8)))  # fmt: skip
-        raise RuntimeError(f"nothing listens on port {self.port}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+def served_args(tiny_model_dir: Path, served_runs: dict[str, Path], rag_index_dir: Path) -> list[str]:
+    """`hikari serve` options for the test models: the tiny base as Stage 1 and 2, vega and antares, the index."""
+    return ["--stage1", str(tiny_model_dir), "--stage2", str(tiny_model_dir), "--stage3", str(served_runs["vega"]),
+            "--stage3", str(served_runs["antares"]), "--index", str(rag_index_dir), "--dtype", "fp32",
+            "--device", "cpu", "--max-batch", "4"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir: Path, served_runs: dict[str, Path], rag_index_dir: Path,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(["--stage1", str(tiny_model_dir), "--stage2", str(tiny_model_dir),
-                          "--stage3", str(served_runs["vega"]), "--stage3", str(served_runs["antares"]),
-                          "--index", str(rag_index_dir), "--dtype", "fp32", "--device", "cpu",
-                          "--queue-size", "8", "--max-batch", "4"],
-                         tmp_path_factory.mktemp("serve") / "server.log")  # fmt: skip
+    proc = ServerProcess(served_args(tiny_model_dir, served_runs, rag_index_dir) + ["--queue-size", "8"],
+                         log=tmp_path_factory.mktemp("serve") / "server.log", env=ONE_THREAD, cwd=ROOT)  # fmt: skip
     yield proc
     proc.stop()

@@ -18,7 +18,9 @@ from types import ModuleType
 import httpx
 import pytest
 
-from .conftest import ROOT, ServerProcess
+from hikari.serve.process import ServerProcess
+
+from .conftest import ROOT
 
 
 def load_script() -> ModuleType:

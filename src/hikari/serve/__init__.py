@@ -7,6 +7,7 @@ from hikari.utils.lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "app": ("create_app",),
-    "service": ("CascadeRequest", "ChatRequest", "HikariService", "StageModel"),
+    "process": ("ServerProcess", "free_port"),
+    "service": ("CascadeRequest", "ChatAnswer", "ChatRequest", "HikariService", "StageModel"),
     "worker": ("BatchingWorker", "QueueFull"),
 })  # fmt: skip

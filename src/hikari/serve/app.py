@@ -39,7 +39,7 @@ from starlette.datastructures import UploadFile
 from hikari.config import ServeConfig
 from hikari.data.images import ImageRejected, decode_image, load_rgb
 from hikari.serve.errors import ServeError, error_response
-from hikari.serve.limits import BodyLimit, BodyTooLarge
+from hikari.serve.limits import BodyLimit, BodyTooLarge, too_large_message
 from hikari.serve.service import CascadeRequest, ChatRequest, HikariService
 from hikari.serve.worker import BatchingWorker, QueueFull
 
@@ -80,8 +80,10 @@ def create_app(service: HikariService, config: ServeConfig | None = None, *, all
 
     @app.exception_handler(BodyTooLarge)
     async def body_too_large(request: Request, err: BodyTooLarge) -> Response:
-        return error_response(ServeError(413, "request_too_large", f"the request body is larger than "
-                                         f"{config.max_upload_mb:g} MB (hikari serve --max-upload-mb)"))  # fmt: skip
+        limit = int(config.max_upload_mb * 2**20)
+        message = too_large_message(f"more than {config.max_upload_mb:g} MB", limit)
+        # Connection: close makes uvicorn close the socket after the answer instead of reading the rest of the body
+        return error_response(ServeError(413, "request_too_large", message, {"Connection": "close"}))
 
     @app.exception_handler(QueueFull)
     async def busy(request: Request, err: QueueFull) -> Response:

@@ -21,7 +21,12 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class BodyTooLarge(Exception):
-    """Raised from `receive` when a streamed body passes the limit (answered 413 by `BodyLimit`)."""
+    """Raised from `receive` when a streamed body passes the limit (answered 413, with `Connection: close` so that
+    the server stops reading the rest: by the app's handler, or by `BodyLimit` when the app let it through)."""
+
+
+def too_large_message(size: str, max_bytes: int) -> str:
+    return f"the request body is {size}; the limit is {max_bytes / 2**20:g} MB (hikari serve --max-upload-mb)"
 
 
 async def _send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
@@ -38,8 +43,7 @@ class BodyLimit:
         self.app, self.max_bytes, self.api_key = app, max_bytes, api_key
 
     def _too_large(self, size: str) -> bytes:
-        return error_bytes(413, "request_too_large", f"the request body is {size}; the limit is "
-                           f"{self.max_bytes / 2**20:g} MB (hikari serve --max-upload-mb)")  # fmt: skip
+        return error_bytes(413, "request_too_large", too_large_message(size, self.max_bytes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
