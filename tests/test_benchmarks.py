@@ -47,3 +47,19 @@ def test_our_fused_loss_gives_transformers_gradients(rows: dict[str, dict]) -> N
     row = rows["loss_transformers"]
     assert row["grad_cosine_vs_fused"] > 0.9999
     assert row["grad_rel_diff_vs_fused"] < 0.05
+
+
+def test_serve_benchmark_prints_one_json_line(tiny_model_dir: Path, rag_index_dir: Path, synth_dir: Path) -> None:
+    """benchmarks/serve.py on the test models, small: every level measured, the ratios computed from them."""
+    model = str(tiny_model_dir)
+    result = subprocess.run([sys.executable, "benchmarks/serve.py", "--stage1", model, "--stage2", model, "--stage3",
+                             model, "--index", str(rag_index_dir), "--images", str(synth_dir / "skincap"),
+                             "--requests", "4", "--concurrency", "1,2", "--max-new-tokens", "4"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    row = json.loads(line)
+    assert set(row["server"]) == {"c1", "c2"} and row["in_process"]["n"] == row["server"]["c2"]["n"] == 4
+    assert row["overhead_ratio_c1"] == round(row["server"]["c1"]["p50_ms"] / row["in_process"]["p50_ms"], 3)
+    unbatched = row["server_max_batch_1_c2"]
+    assert row["batching_gain_c2"] == round(row["server"]["c2"]["req_per_s"] / unbatched["req_per_s"], 3)

@@ -3,9 +3,12 @@ Qwen3-VL (batching, stopping, greedy determinism, left padding), and vLLM/SGLang
 
 from __future__ import annotations
 
+import base64
 import importlib.util
+import io
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +33,9 @@ from hikari.inference.engines import (
     sglang_request,
     strip_special_text,
     to_openai_messages,
+    to_wire_messages,
 )
+from hikari.serve.process import ServerProcess, free_port
 
 
 def noise_image(seed: int, height: int, width: int) -> Image.Image:
@@ -250,6 +255,52 @@ def test_sglang_request_pairs_each_prompt_with_its_images(tiny_engine: Transform
     assert [t.count("<|image_pad|>") for t in texts] == [1, 2]
     assert all(t.endswith("<|im_start|>assistant\n<think>\n") for t in texts)
     assert [[im.size for im in ims] for ims in images] == [[(64, 64)], [(80, 80), (64, 64)]]
+
+
+# ---------------------------------------------------------------------------------------------------- openai engine
+
+
+@pytest.fixture(scope="module")
+def remote(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """An OpenAI-compatible server on the tiny model: `hikari serve` itself (on a GPU machine: `vllm serve`)."""
+    model = str(tiny_model_dir)
+    with ServerProcess(["--stage1", model, "--stage2", model, "--stage3", model, "--dtype", "fp32", "--device", "cpu"],
+                       log=tmp_path_factory.mktemp("remote") / "server.log",
+                       env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}) as server:  # fmt: skip
+        yield server
+
+
+def test_openai_engine_answers_as_the_local_engine_does(remote: ServerProcess, tiny_engine: TransformersEngine) -> None:
+    """Greedy over HTTP (PNG data URIs, the server's own decoding) = greedy in process, for every stage's messages."""
+    query, ref = noise_image(0, 64, 64), noise_image(1, 80, 80)
+    batch = [stage1_messages(query), *disease_batch([(100, 72)]), stage3_messages(query),
+             rag_messages(query, "red plaque", [(ref, "psoriasis", None), (noise_image(2, 50, 70), "acne", None)])]
+    with make_engine("openai", f"{remote.url}/v1", concurrency=2) as engine:
+        assert engine.model == "model"  # the one model the server lists
+        remote_texts = engine.generate(batch, max_new_tokens=12)
+    assert remote_texts == tiny_engine.generate(batch, max_new_tokens=12)
+    assert any(remote_texts)
+
+
+def test_openai_engine_says_which_server_and_model(remote: ServerProcess) -> None:
+    with pytest.raises(ValueError, match=r"serves \['model'\], not 'vega'"):
+        make_engine("openai", f"{remote.url}/v1#vega")
+    with pytest.raises(ValueError, match="give the model as its URL"):
+        make_engine("openai", "vega")
+    with make_engine("openai", "model", base_url=f"{remote.url}/v1") as engine:
+        assert engine.model == "model"
+    closed = remote.url.rsplit(":", 1)[0] + f":{free_port()}"
+    with pytest.raises(EngineUnavailable, match="cannot reach"):
+        make_engine("openai", f"{closed}/v1")
+
+
+def test_wire_messages_carry_the_exact_pixels() -> None:
+    image = noise_image(3, 30, 40)
+    wire = to_wire_messages(stage3_messages(image))
+    url = wire[0]["content"][0]["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,")
+    decoded = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert np.array_equal(np.asarray(decoded), np.asarray(image))
 
 
 # ---------------------------------------------------------------------------------------------------- GPU engines

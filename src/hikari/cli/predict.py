@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 # The registered engine names (`hikari.inference.engines.ENGINES`; a test keeps this list equal to it). An
 # unknown --engine is rejected by the registry with the valid names.
-ENGINE_NAMES = ("transformers", "vllm", "sglang")
+ENGINE_NAMES = ("transformers", "vllm", "sglang", "openai")
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)  # error paths stay copyable

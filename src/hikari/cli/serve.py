@@ -27,7 +27,7 @@ def _stage3(values: list[str]) -> list[tuple[str | None, str]]:
 
 
 def serve_command(
-    stage1: str | None = typer.Option(None, "--stage1", help="Stage 1 (group) model: merged dir, hub id or run dir."),
+    stage1: str | None = typer.Option(None, "--stage1", help="Stage 1 (group) model: merged dir, hub id, run dir."),
     stage2: str | None = typer.Option(None, "--stage2", help="Stage 2 (diagnosis) model: merged dir, hub id, run dir."),
     stage3: list[str] = typer.Option([], "--stage3", help="Stage 3 (caption) model, [NAME=]PATH; repeat to offer "
                                      "several (the page compares two side by side); the first is the default."),
@@ -52,8 +52,9 @@ def serve_command(
                                   help="Waiting requests run together as one batch (dynamic batching)."),
     max_new_tokens: int = typer.Option(default(ServeConfig, "max_new_tokens"), "--max-new-tokens",
                                        help="Largest generation budget a request may ask for."),
-    engine: str = typer.Option("transformers", "--engine", help="Inference engine: transformers | vllm | sglang "
-                               "(vLLM and SGLang serve merged models on a CUDA GPU)."),
+    engine: str = typer.Option("transformers", "--engine", help="Inference engine: transformers | vllm | sglang | "
+                               "openai (vLLM and SGLang load merged models on a CUDA GPU; openai: each model is the "
+                               "URL of a running server, e.g. vllm serve: http://127.0.0.1:8001/v1)."),
     engine_option: list[str] = typer.Option([], "--engine-option", help="Engine option KEY=VALUE, repeatable."),
     dtype: str = typer.Option("auto", "--dtype", help="auto | bf16 | fp16 | fp32 (transformers engine)."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, … (default: cuda when available)."),

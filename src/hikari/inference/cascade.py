@@ -115,7 +115,9 @@ def load_stage_engine(
 
 def stage_fingerprint(path: str | Path) -> dict[str, Any]:
     """What identifies the weights behind a stage: a run's name, base, split fingerprint and adapter hash; a merged
-    directory's config hash and weight files; a hub id as given."""
+    directory's config hash and weight files; a hub id or a server URL (the openai engine) as given."""
+    if str(path).startswith(("http://", "https://")):
+        return {"kind": "remote", "url": str(path)}
     path = Path(path)
     if (path / "run_info.json").is_file():
         info = json.loads((path / "run_info.json").read_text(encoding="utf-8"))

@@ -1,4 +1,5 @@
-"""One generation interface over three inference engines: transformers, vLLM (offline) and SGLang (offline).
+"""One generation interface over the inference engines: transformers, vLLM (offline), SGLang (offline), and any
+OpenAI-compatible server over HTTP (`vllm serve`, SGLang's server, `hikari serve`).
 
 Every engine takes a batch of chat conversations in the Hugging Face multimodal format that
 `hikari.data.prompts` builds — ``[{"role": "user", "content": [{"type": "image", "image": <PIL image>},
@@ -24,16 +25,20 @@ and a missing package or GPU raises `EngineUnavailable` saying what to install.
 
 from __future__ import annotations
 
+import base64
 import importlib
 import inspect
+import io
 import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+import httpx
 import torch
 from PIL import Image
 
@@ -526,6 +531,101 @@ class SGLangEngine(Engine):
             self.engine = None
 
 
+def image_data_url(image: Image.Image) -> str:
+    """A PIL image as a PNG data URI (lossless, so a remote server sees the same pixels)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def to_wire_messages(messages: Messages) -> list[dict[str, Any]]:
+    """Our chat messages in the OpenAI HTTP wire format: images as ``image_url`` parts with PNG data URIs."""
+    wire = []
+    for message in to_openai_messages(messages):
+        content = message["content"]
+        if isinstance(content, list):
+            content = [{"type": "image_url", "image_url": {"url": image_data_url(part["image_pil"])}}
+                       if part["type"] == "image_pil" else part for part in content]  # fmt: skip
+        wire.append({"role": message["role"], "content": content})
+    return wire
+
+
+class OpenAIEngine(Engine):
+    """Generation through a running OpenAI-compatible server — `vllm serve`, SGLang's server, another
+    `hikari serve` — over HTTP, so that a GPU server can do the work behind `hikari serve` or `hikari predict`.
+
+    The model is the server's URL (``http://127.0.0.1:8001/v1``; the served model is the one it lists, or
+    ``URL#name`` picks one of several) or a served model name with `base_url` given. Decoding follows the shared
+    rules as far as the server does: greedy at temperature 0, stop at end of turn; a server that splits reasoning
+    off (vLLM's ``--reasoning-parser``) gets it joined back as ``reasoning</think>answer`` for our parser. Exact
+    answer probabilities need the weights and are not available through this engine.
+
+    Args:
+        model_path: the server URL (optionally ``#served-name``), or a served model name with `base_url`.
+        base_url: the server's ``/v1`` URL when `model_path` is a name.
+        api_key: sent as ``Authorization: Bearer``; default the OPENAI_API_KEY environment variable, if set.
+        timeout: seconds per request.
+        concurrency: requests in flight at once (the server batches them).
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 600.0,
+        concurrency: int = 8,
+    ) -> None:
+        model = str(model_path)
+        if model.startswith(("http://", "https://")):
+            base_url, _, name = model.partition("#")
+            model = name
+        if not base_url:
+            raise ValueError(f"the openai engine needs a server: give the model as its URL (http://HOST:PORT/v1) or "
+                             f"set base_url (got model {model!r})")  # fmt: skip
+        self.base_url = base_url.rstrip("/")
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        self.client = httpx.Client(base_url=self.base_url, timeout=timeout,
+                                   headers={"Authorization": f"Bearer {key}"} if key else {},
+                                   limits=httpx.Limits(max_connections=concurrency))  # fmt: skip
+        self.concurrency = concurrency
+        served = [m["id"] for m in self._request("GET", "/models")["data"]]
+        if not model:
+            if len(served) != 1:
+                raise ValueError(f"{self.base_url} serves {served}: pick one with {self.base_url}#NAME")
+            model = served[0]
+        elif model not in served:
+            raise ValueError(f"{self.base_url} serves {served}, not {model!r}")
+        self.model = model
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            response = self.client.request(method, path, json=body)
+        except httpx.HTTPError as err:
+            raise EngineUnavailable(f"cannot reach {self.base_url}{path}: {err}") from err
+        if response.status_code != 200:
+            raise RuntimeError(f"{self.base_url}{path} answered {response.status_code}: {response.text[:500]}")
+        return dict(response.json())
+
+    def _one(self, messages: Messages, max_new_tokens: int, temperature: float) -> str:
+        answer = self._request("POST", "/chat/completions", {
+            "model": self.model, "messages": to_wire_messages(list(messages)), "max_tokens": max_new_tokens,
+            "temperature": temperature, "n": 1})["choices"][0]["message"]  # fmt: skip
+        content, reasoning = answer.get("content") or "", answer.get("reasoning_content") or answer.get("reasoning")
+        return f"{reasoning}\n</think>\n\n{content}" if reasoning else content
+
+    def generate(self, batch: Sequence[Messages], *, max_new_tokens: int, temperature: float = 0.0) -> list[str]:
+        _check_generation_args(max_new_tokens, temperature)
+        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(batch)))) as pool:
+            return list(pool.map(lambda m: self._one(m, max_new_tokens, temperature), batch))
+
+    def close(self) -> None:
+        self.client.close()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Registry
 # ---------------------------------------------------------------------------------------------------------------
@@ -534,6 +634,7 @@ ENGINES: dict[str, type[Engine]] = {
     "transformers": TransformersEngine,
     "vllm": VLLMEngine,
     "sglang": SGLangEngine,
+    "openai": OpenAIEngine,
 }
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from PIL import Image
 
@@ -71,10 +72,18 @@ class ChatAnswer:
     finish_reason: str  # "stop" | "length"
 
 
+def is_url(path: str | Path) -> bool:
+    return str(path).startswith(("http://", "https://"))
+
+
 def model_name(path: str | Path, given: str | None = None) -> str:
-    """A served model's name: as given, else its run's name (run_info.json), else its folder's name."""
+    """A served model's name: as given, else its run's name (run_info.json), else its folder's name; for a remote
+    server (the openai engine) the name after '#' in its URL, else its host:port."""
     if given:
         return given
+    if is_url(path):
+        url = urlsplit(str(path))
+        return url.fragment or url.netloc
     info = Path(path) / "run_info.json"
     if info.is_file():
         name = json.loads(info.read_text(encoding="utf-8")).get("name")
@@ -117,9 +126,9 @@ class HikariService:
         """Load every model once. `stage3`: (name or None, path) per caption model, the first the default. The same
         folder named for several stages is loaded once and serves them all."""
         specs = [(None, stage1, "stage1"), (None, stage2, "stage2"), *((n, p, "stage3") for n, p in stage3)]
-        by_path: dict[Path, StageModel] = {}
+        by_path: dict[str, StageModel] = {}
         for given, path, stage in specs:
-            key = Path(path).resolve()
+            key = str(path) if is_url(path) else str(Path(path).resolve())
             name = model_name(path, given)
             if key in by_path:
                 known = by_path[key]
