@@ -96,9 +96,9 @@ def test_strip_special_text_keeps_think_tags() -> None:
 
 
 def test_unknown_engine_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="unknown engine 'onnx'; valid: transformers, vllm, sglang"):
+    with pytest.raises(ValueError, match="unknown engine 'onnx'; valid: transformers, vllm, sglang, openai"):
         make_engine("onnx", "some/model")
-    assert list(ENGINES) == ["transformers", "vllm", "sglang"]
+    assert list(ENGINES) == ["transformers", "vllm", "sglang", "openai"]
 
 
 def test_unknown_engine_option_lists_valid_options() -> None:
