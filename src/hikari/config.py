@@ -40,6 +40,8 @@ class DataConfig(_Frozen):
     oversample: bool = Field(True, description="Square-root oversampling of rare classes (capped at 3x).")
     augment: bool = Field(True, description="Rotation/flip/colour augmentation, p=0.5 each (the original's).")
     max_image_size: int = Field(672, ge=16, description="Images thumbnailed to at most this side (LANCZOS).")
+    max_pixels: int = Field(40_000_000, ge=1, description="Largest image (width × height) any reader decodes, "
+                            "checked from the header; a larger one (a decompression bomb) is an unreadable image.")
     samples_per_image: int = Field(
         1, ge=1, le=3, description="Stage 2: one sample per training prompt (the original used 3)."
     )
@@ -287,8 +289,8 @@ class ServeConfig(_Frozen):
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: a free one).")
     max_upload_mb: float = Field(20.0, gt=0, description="Largest request body; larger ones are refused while "
                                  "they stream in (HTTP 413).")
-    max_pixels: int = Field(40_000_000, ge=1, description="Largest image (width × height) decoded; a larger "
-                            "one (a decompression bomb) is refused from its header (HTTP 413).")
+    max_pixels: int = Field(default(DataConfig, "max_pixels"), ge=1, description="Largest image (width × height) "
+                            "decoded; a larger one (a decompression bomb) is refused from its header (HTTP 413).")
     queue_size: int = Field(16, ge=1, description="Requests waiting for the model; when full, HTTP 503 with "
                             "Retry-After, so memory does not grow with load.")
     max_batch: int = Field(4, ge=1, description="Queued requests run together as one batch (dynamic batching).")

@@ -1,12 +1,22 @@
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from hikari.data.images import load_rgb, to_rgb, verify_image
+from hikari.data.images import (
+    DEFAULT_MAX_PIXELS,
+    ImageRejected,
+    load_rgb,
+    max_pixels,
+    set_max_pixels,
+    to_rgb,
+    verify_image,
+)
+from hikari.demo.synth_images import bomb_png
 
 
 def _save(img: Image.Image, path: Path) -> Path:
@@ -88,6 +98,48 @@ def test_verify_image_reasons(tmp_path: Path) -> None:
     assert reason is not None and "truncated" in reason
     (tmp_path / "junk.png").write_bytes(b"not an image at all")
     assert verify_image(tmp_path / "junk.png") == "not an image PIL can identify"
+
+
+def test_a_bomb_is_refused_from_its_header_by_every_reader(tmp_path: Path) -> None:
+    """20000 × 20000 (PIL's own check would raise DecompressionBombError, not an OSError) and 7000 × 6000 (under
+    PIL's limit, over ours): both an unreadable image naming the file and the size, never a crash."""
+    for (width, height), size in (((20_000, 20_000), "400.0 megapixels"), ((7_000, 6_000), "42.0 megapixels")):
+        path = tmp_path / f"bomb{width}.png"
+        path.write_bytes(bomb_png(width, height))
+        assert path.stat().st_size < 100_000
+        assert struct.unpack(">II", path.read_bytes()[16:24]) == (width, height)  # the IHDR says so
+        with pytest.raises(ImageRejected, match=rf"image .*bomb{width}.png: .*{size}, more than the limit of 40"):
+            load_rgb(path)
+        assert size in verify_image(path) and "limit of 40" in verify_image(path)
+    with pytest.raises(OSError):  # what every reader already catches for unreadable files
+        load_rgb(tmp_path / "bomb7000.png")
+
+
+def test_the_limit_is_one_setting(tmp_path: Path) -> None:
+    path = tmp_path / "wide.png"
+    path.write_bytes(bomb_png(3000, 2000))  # 6 MP
+    assert load_rgb(path, max_size=64).size == (64, 43)
+    try:
+        set_max_pixels(5_000_000)
+        assert max_pixels() == 5_000_000
+        with pytest.raises(ImageRejected, match="6.0 megapixels, more than the limit of 5") as refused:
+            load_rgb(path)
+        assert refused.value.reason == "too_many_pixels"
+        assert "6.0 megapixels" in verify_image(path)
+        with pytest.raises(ValueError, match="at least 1"):
+            set_max_pixels(0)
+    finally:
+        set_max_pixels(None)
+    assert max_pixels() == DEFAULT_MAX_PIXELS == 40_000_000
+
+
+def test_missing_files_and_directories_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ImageRejected, match="absent.png: no such file") as missing:
+        load_rgb(tmp_path / "absent.png")
+    assert missing.value.reason == "missing"
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(ImageRejected, match="folder.png: a directory"):
+        load_rgb(tmp_path / "folder.png")
 
 
 def test_load_rgb_error_names_the_file(tmp_path: Path) -> None:

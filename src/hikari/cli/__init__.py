@@ -7,6 +7,8 @@ code (torch, transformers, faiss, …) when it runs, so `hikari --help` and `hik
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 import typer
 
@@ -20,6 +22,7 @@ from hikari.cli.demo import demo_command
 from hikari.cli.predict import predict_command
 from hikari.cli.serve import serve_command
 from hikari.cli.train import merge_command, train_command
+from hikari.config import DataConfig, default
 
 app = typer.Typer(
     name="hikari",
@@ -27,6 +30,22 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def _options(
+    max_pixels: int = typer.Option(default(DataConfig, "max_pixels"), "--max-pixels", envvar="HIKARI_MAX_PIXELS",
+                                   min=1, help="Largest image (width × height) any command decodes; a larger one "
+                                   "is an unreadable image (a decompression bomb), refused from its header."),
+) -> None:
+    # Through the environment: the image readers are imported later (CLI start-up time) and by child processes;
+    # a process that has them already (the tests' CliRunner) is told directly.
+    os.environ["HIKARI_MAX_PIXELS"] = str(max_pixels)
+    images = sys.modules.get("hikari.data.images")
+    if images is not None:
+        images.set_max_pixels(max_pixels)
+
+
 app.add_typer(data_cli.app, name="data", help="Read, synthesise, inspect, split and audit SkinCAP data.")
 app.add_typer(model_cli.app, name="model", help="Build and inspect models (tiny offline Qwen3-VL).")
 app.add_typer(retrieve_cli.app, name="retrieve", help="Reference retrieval (RAG): build and query hybrid indexes.")

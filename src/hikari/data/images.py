@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,38 @@ from hikari.config import DataConfig, default
 
 # The original HIKARI preprocessing: `img.thumbnail((672, 672), Image.LANCZOS)` before the processor.
 DEFAULT_MAX_SIZE = default(DataConfig, "max_image_size")
+# Every reader refuses images with more pixels than this (read from the header, before decoding); `hikari
+# --max-pixels N` sets HIKARI_MAX_PIXELS for the command and its child processes.
+DEFAULT_MAX_PIXELS: int = default(DataConfig, "max_pixels")
+MAX_PIXELS_ENV = "HIKARI_MAX_PIXELS"
+
+
+def _limit_from_env() -> int:
+    value = os.environ.get(MAX_PIXELS_ENV, "")
+    try:
+        return int(value) if value.strip() else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise ValueError(f"{MAX_PIXELS_ENV}={value!r} is not a whole number of pixels") from None
+
+
+_max_pixels = _limit_from_env()
+
+
+def set_max_pixels(limit: int | None) -> None:
+    """Set the pixel limit of every image reader in this process (`hikari --max-pixels`, `data.max_pixels` of a
+    training config); None restores the default. Like PIL's `Image.MAX_IMAGE_PIXELS`, but enforced: an image over
+    it is refused before decoding, as an unreadable image naming the file."""
+    global _max_pixels
+    if limit is not None and limit < 1:
+        raise ValueError(f"max_pixels must be at least 1, got {limit}")
+    _max_pixels = DEFAULT_MAX_PIXELS if limit is None else int(limit)
+    # PIL refuses at twice its MAX_IMAGE_PIXELS on its own; keep that above ours so that our message is the one seen.
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, _max_pixels)
+
+
+def max_pixels() -> int:
+    """The pixel limit every reader uses now (see `set_max_pixels`)."""
+    return _max_pixels
 
 PathLike = str | os.PathLike[str]
 
@@ -62,29 +95,31 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255))
 def load_rgb(path: PathLike, max_size: int | None = DEFAULT_MAX_SIZE) -> Image.Image:
     """Decode an image file fully into 8-bit RGB; shrink it to fit `max_size`² (LANCZOS, aspect kept).
 
-    `max_size=None` keeps the original size. Images are never enlarged. Raises OSError/ValueError (from PIL)
-    with the path in the message when the file cannot be decoded.
+    `max_size=None` keeps the original size. Images are never enlarged. An image over the pixel limit
+    (`set_max_pixels`) is refused from its header. Raises `ImageRejected` (an OSError) saying "cannot read image
+    <path>: …" when the file cannot be read or decoded, or is refused.
     """
     try:
-        with Image.open(path) as img:
-            img.load()
-            rgb = to_rgb(img)
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise OSError(f"cannot read image {path}: {err}") from err
-    if rgb is img:  # detach from the closed file object
-        rgb = rgb.copy()
-    if max_size is not None:
-        rgb.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
-    return rgb
+        return decode_image(path, max_pixels=_max_pixels, max_size=max_size, name=str(path))
+    except FileNotFoundError as err:
+        raise ImageRejected("missing", f"cannot read image {path}: no such file") from err
+    except IsADirectoryError as err:
+        raise ImageRejected("not_an_image", f"cannot read image {path}: a directory, not an image file") from err
+    except ImageRejected as err:
+        raise ImageRejected(err.reason, f"cannot read image {err}") from None
 
 
-class ImageRejected(ValueError):
-    """An image refused before or while decoding. `reason`: "not_an_image" | "corrupt" | "empty" |
-    "too_many_pixels"; the message names the source and what was wrong."""
+class ImageRejected(OSError):
+    """An image refused before or while decoding — an OSError, so every reader's handling of unreadable files
+    covers it. `reason`: "missing" | "not_an_image" | "corrupt" | "empty" | "too_many_pixels"; the message names
+    the source and what was wrong."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def decode_image(
@@ -101,10 +136,13 @@ def decode_image(
     label = name or (str(source) if not isinstance(source, bytes) else "image")
     try:
         img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except (FileNotFoundError, IsADirectoryError):
+        raise
     except UnidentifiedImageError:
         raise ImageRejected("not_an_image", f"{label}: not an image (PNG, JPEG, WebP, TIFF, … expected)") from None
-    except Image.DecompressionBombError as err:  # PIL's own limit, far above any sensible max_pixels
-        raise ImageRejected("too_many_pixels", f"{label}: {err}") from None
+    except Image.DecompressionBombError as err:  # PIL's own limit (2 × MAX_IMAGE_PIXELS), checked while opening
+        raise ImageRejected("too_many_pixels", f"{label}: {_bomb_size(err)}, more than the limit of "
+                            f"{(max_pixels or _max_pixels) / 1e6:g} (a decompression bomb?)") from None
     except OSError as err:
         raise ImageRejected("corrupt", f"{label}: cannot open ({err})") from None
     with img:
@@ -127,10 +165,17 @@ def decode_image(
     return rgb
 
 
-def verify_image(path: PathLike) -> str | None:
-    """None when `path` is a decodable image file; otherwise a short reason ("missing file", "truncated …").
+def _bomb_size(err: Exception) -> str:
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    return f"{int(found.group(1)) / 1e6:.1f} megapixels" if found else "too many pixels"
 
-    Decodes every pixel (``Image.verify`` alone misses truncated data), so it costs one full read.
+
+def verify_image(path: PathLike) -> str | None:
+    """None when `path` is a decodable image file; otherwise a short reason ("missing file", "truncated …",
+    "40000×30000 = 1200.0 megapixels, more than the limit …").
+
+    Decodes every pixel (``Image.verify`` alone misses truncated data), so it costs one full read — except for an
+    image over the pixel limit (`set_max_pixels`), which is refused from its header.
     """
     p = Path(path)
     if not p.exists():
@@ -139,9 +184,15 @@ def verify_image(path: PathLike) -> str | None:
         return "not a regular file"
     try:
         with Image.open(p) as img:
+            width, height = img.size
+            if width * height > _max_pixels:
+                return (f"{width}×{height} = {width * height / 1e6:.1f} megapixels, more than the limit of "
+                        f"{_max_pixels / 1e6:g} (a decompression bomb?)")  # fmt: skip
             img.load()
             if img.width == 0 or img.height == 0:
                 return "empty image (0 pixels)"
+    except Image.DecompressionBombError as err:
+        return f"{_bomb_size(err)}, more than the limit of {_max_pixels / 1e6:g} (a decompression bomb?)"
     except UnidentifiedImageError:
         return "not an image PIL can identify"
     except (OSError, ValueError, SyntaxError) as err:  # PIL raises SyntaxError for some broken PNG chunks

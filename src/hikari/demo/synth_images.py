@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import math
+import struct
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -232,6 +234,20 @@ def _render(rng: np.random.Generator, style: LesionStyle, h: int, w: int, tone: 
 def to_image(arr: np.ndarray) -> Image.Image:
     """(h, w, 3) float array in [0, 1] → 8-bit RGB image."""
     return Image.fromarray(np.rint(arr * 255).astype(np.uint8))
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A valid 1-bit black PNG of width × height pixels that is only kilobytes long: a decompression bomb (e.g.
+    20000 × 20000 = 400 megapixels in about 50 kB), built without ever holding the picture in memory."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\0" * (1 + (width + 7) // 8)  # filter byte 0 + the packed bits
+    packer = zlib.compressobj(9)
+    data = b"".join(packer.compress(row * min(1024, height - start)) for start in range(0, height, 1024))
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # bit depth 1, greyscale
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data + packer.flush())
+            + chunk(b"IEND", b""))  # fmt: skip
 
 
 def png_bytes(img: Image.Image) -> bytes:
