@@ -55,6 +55,8 @@ def _summary_table(summary: PredictSummary) -> Table:
     ]
     if summary.n_retried_errors:
         rows.append(("earlier error lines retried", summary.n_retried_errors))
+    if summary.unreadable_references:
+        rows.append(("unreadable reference images (left out of prompts)", len(summary.unreadable_references)))
     for name, value in rows:
         table.add_row(name, str(value))
     return table
@@ -144,4 +146,8 @@ def predict_command(
     if summary.error_ids:
         shown = ", ".join(summary.error_ids[:10]) + (" …" if len(summary.error_ids) > 10 else "")
         err_console.print(f"[yellow]unreadable images[/yellow] (ids {shown}): written as status=error lines.")
+    if summary.unreadable_references:
+        names = sorted(summary.unreadable_references)
+        err_console.print(f"[yellow]unreadable reference images[/yellow] ({', '.join(names[:5])}"
+                          f"{' …' if len(names) > 5 else ''}): left out; those queries saw fewer references.")
     console.print(f"predictions: {out}")

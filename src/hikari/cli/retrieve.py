@@ -57,6 +57,10 @@ def build_command(
         f"α={info.alpha}, dims image {info.image_dim} + text {info.text_dim}"
         + (f", approximate nlist={info.approximate['nlist']}" if info.approximate else "")
     )
+    if info.skipped:
+        names = ", ".join(item["file_name"] for item in info.skipped[:5])
+        console.print(f"[yellow]{len(info.skipped)} unreadable train image(s) left out[/yellow] ({names}"
+                      f"{', …' if len(info.skipped) > 5 else ''}); listed in {out}/index.json")  # fmt: skip
 
 
 @app.command("query", help="Print the references of one image (and optional text) with their scores.")

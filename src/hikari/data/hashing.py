@@ -100,18 +100,39 @@ def hash_image(image: ImageLike) -> ImageHashes:
 
 
 def hash_images(
-    paths: Sequence[str | os.PathLike[str]], *, progress: bool = False, workers: int | None = None
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    progress: bool = False,
+    workers: int | None = None,
+    errors: dict[int, str] | None = None,
 ) -> list[ImageHashes]:
     """Fingerprint many image files, in order, on a thread pool (PIL decodes without holding the GIL).
 
-    `progress` shows a rich progress bar. An undecodable file raises OSError naming it.
+    `progress` shows a rich progress bar. An unreadable file (missing, undecodable, over the pixel limit) raises
+    OSError naming it — or, when an `errors` dict is given, is recorded there (position → message) and left out
+    of the result, which then holds the readable files' hashes in order.
     """
     workers = workers or min(8, os.cpu_count() or 1)
+
+    def attempt(path: str | os.PathLike[str]) -> ImageHashes | str:
+        if errors is None:
+            return hash_image(path)
+        try:
+            return hash_image(path)
+        except OSError as err:
+            return str(err)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(hash_image, paths)
-        if not progress:
-            return list(results)
-        return list(track(results, total=len(paths), description="Hashing images"))
+        results = pool.map(attempt, paths)
+        if progress:
+            results = track(results, total=len(paths), description="Hashing images")
+        out: list[ImageHashes] = []
+        for position, result in enumerate(results):
+            if isinstance(result, str):
+                errors[position] = result  # type: ignore[index]
+            else:
+                out.append(result)
+        return out
 
 
 def hamming(a: int, b: int) -> int:

@@ -49,7 +49,7 @@ from hikari.models.load import load_model, load_processor
 from hikari.models.lora import load_adapter
 from hikari.retrieval.encoders import Encoders
 from hikari.retrieval.index import Exclusion, Hit, HybridIndex
-from hikari.retrieval.references import encoders_for, reference_triples
+from hikari.retrieval.references import encoders_for, load_reference_images, reference_triples
 
 QueryText = Literal["caption", "none"]
 Messages = list[dict[str, Any]]
@@ -286,8 +286,7 @@ def cascade_images(
         if refs is None:
             batch2.append(stage2_builder(im))
         else:
-            shown = [(load_rgb(p, max_size=reference_max_size), label, caption)
-                     for p, label, caption in reference_triples(refs[i], reference_text)]  # fmt: skip
+            shown = load_reference_images(reference_triples(refs[i], reference_text), max_size=reference_max_size)
             batch2.append(P.rag_messages(im, question, shown))
     targets = [P.stage2_target(d) for d in DISEASES]
     raw2, probs2 = timed("stage2", "stage2", batch2, "disease", targets)

@@ -53,6 +53,7 @@ from hikari.evaluation.predictions import TASKS, Prediction, append_predictions,
 from hikari.inference.engines import DEFAULT_MAX_NEW_TOKENS, THINKING_MAX_NEW_TOKENS, Engine, make_engine
 from hikari.inference.engines import engine_options as engine_option_names
 from hikari.inference.scoring import choice_probabilities
+from hikari.retrieval.references import load_reference_images
 from hikari.utils.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class PredictSummary:
     n_retried_errors: int = 0
     dropped_partial_line: str | None = None
     error_ids: list[str] = field(default_factory=list)
+    # reference images that could not be read (left out of the prompts that cited them; the queries were answered)
+    unreadable_references: set[str] = field(default_factory=set)
 
     @property
     def complete(self) -> bool:
@@ -301,10 +304,9 @@ def run_predict(
         if references is None:
             return messages
         question = messages[0]["content"][-1]["text"]
-        return rag_messages(image, question, [
-            (load_rgb(ref, max_size=image_max_size) if isinstance(ref, (str, os.PathLike)) else ref, label, caption)
-            for ref, label, caption in references[record.file_name]
-        ])  # fmt: skip
+        shown = load_reference_images(references[record.file_name], max_size=image_max_size,
+                                      unreadable=summary.unreadable_references)  # fmt: skip
+        return rag_messages(image, question, shown)
 
     if max_new_tokens is None:
         max_new_tokens = THINKING_MAX_NEW_TOKENS if thinking else DEFAULT_MAX_NEW_TOKENS[task]

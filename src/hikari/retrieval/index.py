@@ -112,6 +112,8 @@ class IndexInfo:
     data_dir: str | None = None
     hash_threshold: int = DEFAULT_HASH_THRESHOLD
     approximate: dict[str, Any] | None = None  # {"nlist", "nprobe", "k_factor"} when an IVF index exists
+    # train images left out because they could not be read: {"file_name", "error"} each
+    skipped: list[dict[str, str]] = field(default_factory=list)
     format: str = INDEX_FORMAT
     version: int = INDEX_VERSION
 

@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from PIL import Image
+
 from hikari.config import DEFAULT_HASH_THRESHOLD, DataConfig, default
 from hikari.data.hashing import hash_images
+from hikari.data.images import load_rgb
 from hikari.data.records import SkinCapRecord
-from hikari.data.split import hash_records, load_split, normalise_source, read_split_records
+from hikari.data.split import load_split, normalise_source, read_split_records
 from hikari.evaluation.predictions import read_predictions
 from hikari.retrieval.encoders import Encoders, load_encoders
 from hikari.retrieval.index import Exclusion, Hit, HybridIndex, Reference, Strategy
@@ -53,7 +57,8 @@ def build_reference_index(
 
     The split's reader options are used to read `data_dir`, and every image is hashed (pHash) so that queries
     can exclude near-duplicates. `encoder` is a registry name (R0–R4), a tiny-encoder directory or a loaded
-    `Encoders`.
+    `Encoders`. A train image that cannot be read (missing, undecodable, over the pixel limit) is left out, logged
+    and listed in the index's `info.skipped`.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -64,7 +69,15 @@ def build_reference_index(
     enc = encoder if isinstance(encoder, Encoders) else load_encoders(
         encoder, device=device, trust_remote_code=trust_remote_code
     )
-    hashes = hash_records(records, progress=progress)
+    unreadable: dict[int, str] = {}
+    readable_hashes = hash_images([r.image_path for r in records], progress=progress, errors=unreadable)
+    skipped = [{"file_name": records[i].file_name, "error": message} for i, message in sorted(unreadable.items())]
+    for item in skipped:
+        logger.warning("%s: %s — left out of the index", item["file_name"], item["error"])
+    records = [r for i, r in enumerate(records) if i not in unreadable]
+    if not records:
+        raise ValueError(f"{split_path}: no train image could be read; nothing to index")
+    hashes = {r.file_name: h for r, h in zip(records, readable_hashes, strict=True)}
     image_emb = enc.encode_images([r.image_path for r in records], batch_size=batch_size, max_size=image_max_size,
                                   progress=progress)  # fmt: skip
     text_emb = None
@@ -83,7 +96,7 @@ def build_reference_index(
         image_emb, text_emb, references, alpha=alpha, approximate=approximate, nlist=nlist, nprobe=nprobe,
         encoder=enc.describe(), split=str(Path(split_path).resolve()), split_fingerprint=split.fingerprint,
         data_dir=str(Path(data_dir).resolve()),
-        hash_threshold=int(split.config.get("hash_threshold", DEFAULT_HASH_THRESHOLD)),
+        hash_threshold=int(split.config.get("hash_threshold", DEFAULT_HASH_THRESHOLD)), skipped=skipped,
     )  # fmt: skip
     index.save(Path(out))
     return index
@@ -132,11 +145,19 @@ def retrieve_references(
     """File name → top-k references of each record (own id, source and near-duplicates excluded).
 
     `query_texts` (file name → text) switches a record's query to Strategy B; records without one use
-    Strategy A on aligned encoders, else the image alone.
+    Strategy A on aligned encoders, else the image alone. A record whose image cannot be read gets no references
+    (logged); whoever reads the image next reports it as unreadable.
     """
     if not records:
         return {}
-    hashes = hash_images([r.image_path for r in records])
+    unreadable: dict[int, str] = {}
+    hashes = hash_images([r.image_path for r in records], errors=unreadable)
+    for i, message in sorted(unreadable.items()):
+        logger.warning("%s: %s — no references for it", records[i].file_name, message)
+    empty = {records[i].file_name: [] for i in unreadable}
+    records = [r for i, r in enumerate(records) if i not in unreadable]
+    if not records:
+        return empty
     image_emb = encoders.encode_images([r.image_path for r in records], batch_size=batch_size,
                                        max_size=image_max_size, progress=progress)  # fmt: skip
     texts = dict(query_texts or {})
@@ -156,7 +177,7 @@ def retrieve_references(
         hits = index.search(image_emb[rows], text_emb, k=k, exclude=exclude, strategy=strategy, alpha=alpha)
         for i, found in zip(rows, hits, strict=True):
             out[records[i].file_name] = found
-    return out
+    return {**out, **empty}
 
 
 def reference_triples(
@@ -168,6 +189,31 @@ def reference_triples(
     chosen = hits if k is None else hits[:k]
     return [(h.reference.image_path, h.reference.label,
              h.reference.caption if reference_text == "label_description" else None) for h in chosen]  # fmt: skip
+
+
+def load_reference_images(
+    triples: Sequence[tuple[Any, str, str | None]],
+    *,
+    max_size: int | None,
+    unreadable: set[str] | None = None,
+) -> list[tuple[Image.Image, str, str | None]]:
+    """Decode the references' images (paths, or PIL images kept as they are) for `prompts.rag_messages`. A
+    reference whose image cannot be read (deleted or damaged after the index was built) is left out and logged,
+    its path added to `unreadable`: the query is answered with the remaining references, and the query image is
+    not blamed."""
+    shown = []
+    for image, label, caption in triples:
+        if not isinstance(image, (str, os.PathLike)):
+            shown.append((image, label, caption))
+            continue
+        try:
+            shown.append((load_rgb(image, max_size=max_size), label, caption))
+        except OSError as err:
+            if unreadable is None or str(image) not in unreadable:
+                logger.warning("reference %s left out: %s", image, err)
+            if unreadable is not None:
+                unreadable.add(str(image))
+    return shown
 
 
 def index_digest(index_dir: Path) -> str:

@@ -33,7 +33,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from hikari import __version__
 from hikari.config import ConfigError, RunConfig, dump_config
-from hikari.data.images import load_rgb
+from hikari.data.images import load_rgb, set_max_pixels
 from hikari.data.records import SkinCapRecord
 from hikari.data.split import SplitRecords, load_split, read_split_records
 from hikari.evaluation.predictions import read_predictions
@@ -222,6 +222,7 @@ def run_training(
 
     `callbacks` are added to the Trainer's (after the collapse guard and TensorBoard), e.g. to measure a run."""
     check_runnable(config)
+    set_max_pixels(config.data.max_pixels)  # every image this run decodes (the dataloader's workers inherit it)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.resolved.yaml", dump_config(config))
