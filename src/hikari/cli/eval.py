@@ -26,6 +26,7 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 _PRED_HELP = "Prediction file: our JSONL (hikari predict) or an original HIKARI results_*_predictions.json."
+_DEDUPE_HELP = "Keep the first line of each repeated id (default: a file with repeated ids is refused)."
 _EXCLUDE_HELP = (
     "Split file (ours or the original split_info_*.json): drop every item whose image is in its TRAIN part "
     "(leaked images score far higher)."
@@ -51,6 +52,16 @@ def _exclude(predictions: list[Prediction], split: Path | None) -> tuple[list[Pr
     if not kept:
         raise _fail("every item is in the training split; nothing left to evaluate")
     return kept, dropped
+
+
+def _unique(predictions: list[Prediction], path: Path, dedupe: bool) -> list[Prediction]:
+    from hikari.evaluation.predictions import unique_predictions  # CLI start-up time
+
+    kept, dropped = unique_predictions(predictions, path, dedupe=dedupe)
+    if dropped:
+        err_console.print(f"[yellow]--dedupe:[/yellow] dropped {dropped} repeated line(s) of {escape(str(path))} "
+                          "(kept the first line of each id).")  # fmt: skip
+    return kept
 
 
 def _metrics_table(title: str, metrics: Mapping[str, Any], keys: Sequence[str]) -> Table:
@@ -108,6 +119,7 @@ def captions_command(
     bertscore: bool = typer.Option(False, "--bertscore", help="Also compute BERTScore-F (needs hikari[bertscore])."),
     bertscore_model: str = typer.Option(BERTSCORE_MODEL, help="BERTScore model: hub id or local directory."),
     bertscore_layer: int = typer.Option(BERTSCORE_LAYER, help="BERTScore hidden layer."),
+    dedupe: bool = typer.Option(False, "--dedupe", help=_DEDUPE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
     report: Path | None = typer.Option(None, "--report", help="Write report.json, report.md and plots here."),
 ) -> None:
@@ -119,7 +131,7 @@ def captions_command(
     from hikari.evaluation.report import CAPTION_KEYS, write_report
 
     try:
-        predictions = read_predictions(pred)
+        predictions = _unique(read_predictions(pred), pred, dedupe)
         captions = [p for p in predictions if p.task == "caption"]
         if not captions:
             raise _fail(f"{pred} holds no caption predictions (tasks: {sorted({p.task for p in predictions})})")
@@ -163,6 +175,7 @@ def diagnosis_command(
     thinking: bool = typer.Option(
         False, "--thinking", help="With --reparse: the model reasons first; an output without </think> is truncated."
     ),
+    dedupe: bool = typer.Option(False, "--dedupe", help=_DEDUPE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
     report: Path | None = typer.Option(None, "--report", help="Write report.json, report.md and plots here."),
 ) -> None:
@@ -175,7 +188,7 @@ def diagnosis_command(
     if task is not None and task not in _TASK_LABELS:
         raise _fail(f"--task must be one of {', '.join(_TASK_LABELS)}, got {task!r}")
     try:
-        predictions = [p for p in read_predictions(pred) if p.task != "caption"]
+        predictions = [p for p in _unique(read_predictions(pred), pred, dedupe) if p.task != "caption"]
         if not predictions:
             raise _fail(f"{pred} holds no diagnosis predictions")
         file_tasks = {p.task for p in predictions}

@@ -100,6 +100,10 @@ def predict_command(
     retry_errors: bool = typer.Option(
         False, "--retry-errors", help="Drop earlier error lines (unreadable images) and try those items again."
     ),
+    force_mixed: bool = typer.Option(
+        False, "--force-mixed", help="Resume --out although its lines were made with other generation settings "
+        "(budget, engine, thinking, image size); default: refuse, naming the setting."
+    ),
     engine_option: list[str] = typer.Option(
         [], "--engine-option", help="Engine option KEY=VALUE, repeatable (e.g. quantization=fp8, dtype=bf16)."
     ),
@@ -121,6 +125,7 @@ def predict_command(
     """Generate predictions for one task on one split part; rerun the same command to resume."""
     from hikari.inference.engines import EngineUnavailable  # CLI start-up time: torch, transformers
     from hikari.inference.predict import run_predict
+    from hikari.utils.io import WriterBusy
 
     try:
         references = None
@@ -130,10 +135,10 @@ def predict_command(
         summary = run_predict(
             model, data, split, task, out, part=part, prompt=prompt, engine=engine, batch_size=batch_size,
             max_new_tokens=max_new_tokens, limit=limit, engine_options=parse_engine_options(engine_option),
-            thinking=thinking, retry_errors=retry_errors, group_probabilities=group_probabilities,
-            references=references,
+            thinking=thinking, retry_errors=retry_errors, force_mixed=force_mixed,
+            group_probabilities=group_probabilities, references=references,
         )  # fmt: skip
-    except (ValueError, KeyError, FileNotFoundError, NotADirectoryError, EngineUnavailable) as err:
+    except (ValueError, KeyError, FileNotFoundError, NotADirectoryError, EngineUnavailable, WriterBusy) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         err_console.print(f"[red]error:[/red] {message}")
         raise typer.Exit(2) from err

@@ -212,6 +212,37 @@ def read_predictions(path: str | os.PathLike[str]) -> list[Prediction]:
     return _read_jsonl(path, text)
 
 
+def unique_predictions(
+    predictions: Sequence[Prediction], path: str | os.PathLike[str], *, dedupe: bool = False
+) -> tuple[list[Prediction], int]:
+    """The predictions with one item per (id, task), and how many repeats were dropped.
+
+    A prediction file holds one line per id and task; a repeat (two writers on one file, files concatenated)
+    would be scored twice. Without `dedupe` a repeat raises `PredictionFileError` naming the file and the ids;
+    with it the first item of each id is kept.
+    """
+    seen: dict[tuple[str, str], int] = {}
+    counts: dict[tuple[str, str], int] = {}
+    for prediction in predictions:
+        key = (prediction.id, prediction.task)
+        counts[key] = counts.get(key, 0) + 1
+        seen.setdefault(key, len(seen))
+    repeated = [(key, n) for key, n in counts.items() if n > 1]
+    if not repeated:
+        return list(predictions), 0
+    if not dedupe:
+        shown = ", ".join(f"{i!r} ×{n}" for (i, _), n in repeated[:8]) + (" …" if len(repeated) > 8 else "")
+        raise _fail(Path(path), "ids", f"{len(repeated)} id(s) appear more than once ({shown}); a prediction file "
+                    "holds one line per id. Pass --dedupe to keep the first line of each")  # fmt: skip
+    kept, taken = [], set()
+    for prediction in predictions:
+        key = (prediction.id, prediction.task)
+        if key not in taken:
+            taken.add(key)
+            kept.append(prediction)
+    return kept, len(predictions) - len(kept)
+
+
 def append_predictions(path: str | os.PathLike[str], predictions: Iterable[Prediction]) -> int:
     """Append predictions to a JSONL file, one flushed and fsynced line each; returns how many were written.
 

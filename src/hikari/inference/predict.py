@@ -54,7 +54,7 @@ from hikari.inference.engines import DEFAULT_MAX_NEW_TOKENS, THINKING_MAX_NEW_TO
 from hikari.inference.engines import engine_options as engine_option_names
 from hikari.inference.scoring import choice_probabilities
 from hikari.retrieval.references import load_reference_images
-from hikari.utils.io import atomic_write_text
+from hikari.utils.io import atomic_write_text, exclusive_writer
 
 logger = logging.getLogger(__name__)
 
@@ -180,11 +180,23 @@ def drop_error_lines(path: Path) -> int:
     return dropped
 
 
-def existing_ids(path: Path, *, task: str, prompt_id: str, model: str, part: str, allowed: set[str]) -> set[str]:
+def existing_ids(
+    path: Path,
+    *,
+    task: str,
+    prompt_id: str,
+    model: str,
+    part: str,
+    allowed: set[str],
+    generation: Mapping[str, Any] | None = None,
+    force_mixed: bool = False,
+) -> set[str]:
     """Ids already predicted in `path`, after checking that every line belongs to this run.
 
     Raises ValueError naming the file and line when a line has another task, prompt, model or split part, an id
-    outside `allowed` (the part's ids: another split or data folder), or an id twice.
+    outside `allowed` (the part's ids: another split or data folder), or an id twice — and, unless
+    `force_mixed`, when a line was generated with other `generation` settings (budget, engine, thinking, image
+    size), so that one file never silently mixes two budgets.
     """
     if not path.exists():
         return set()
@@ -197,6 +209,16 @@ def existing_ids(path: Path, *, task: str, prompt_id: str, model: str, part: str
                 raise ValueError(
                     f"{path}: line {lineno} (id {prediction.id}) has {key}={have!r}, this run has {key}={want!r}; "
                     "resume with the same arguments or write to another --out file"
+                )
+        recorded = prediction.extra.get("generation")
+        if generation is not None and not force_mixed and isinstance(recorded, dict):
+            differ = {k: (recorded.get(k), v) for k, v in generation.items() if k in recorded and recorded[k] != v}
+            if differ:
+                key, (have, want) = next(iter(differ.items()))
+                raise ValueError(
+                    f"{path}: line {lineno} (id {prediction.id}) was generated with {key}={have!r}, this run has "
+                    f"{key}={want!r}; resume with the same settings, write to another --out file, or pass "
+                    "--force-mixed to mix them in one file"
                 )
         if prediction.id not in allowed:
             raise ValueError(
@@ -242,6 +264,7 @@ def run_predict(
     engine_options: dict[str, Any] | None = None,
     thinking: bool = False,
     retry_errors: bool = False,
+    force_mixed: bool = False,
     image_max_size: int | None = default(DataConfig, "max_image_size"),
     progress: bool = True,
     group_context: Mapping[str, str] | None = None,
@@ -266,6 +289,8 @@ def run_predict(
         thinking: the model reasons in ``<think>`` first (zero-shot Qwen3-VL-Thinking): a generation without
             ``</think>`` is marked truncated, and the default budget is 1024 tokens.
         retry_errors: drop earlier error lines (unreadable images) and try those items again.
+        force_mixed: resume a file whose lines were generated with other settings (budget, engine, thinking,
+            image size) — recorded in each line's ``generation`` field — instead of refusing.
         image_max_size: thumbnail images to this many pixels per side before the processor, as the original
             did (672); None keeps full size.
         progress: show a rich progress bar.
@@ -326,18 +351,52 @@ def run_predict(
     summary.n_items = len(records)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    summary.dropped_partial_line = repair_partial_line(out)
-    if retry_errors:
-        summary.n_retried_errors = drop_error_lines(out)
-    # Lines beyond `limit` (from an earlier, larger run) are fine; ids outside the part are not.
-    done = existing_ids(
-        out, task=task, prompt_id=prompt_id, model=model, part=part, allowed={r.id for r in part_records}
-    )
-    todo = [r for r in records if r.id not in done]
-    summary.n_skipped_existing = len(records) - len(todo)
-    if not todo:
-        return summary
+    engine_label = engine if isinstance(engine, str) else engine.name
+    generation = {"max_new_tokens": max_new_tokens, "engine": engine_label, "thinking": thinking,
+                  "image_max_size": image_max_size}  # fmt: skip
+    with exclusive_writer(out):
+        summary.dropped_partial_line = repair_partial_line(out)
+        if retry_errors:
+            summary.n_retried_errors = drop_error_lines(out)
+        # Lines beyond `limit` (from an earlier, larger run) are fine; ids outside the part are not.
+        done = existing_ids(out, task=task, prompt_id=prompt_id, model=model, part=part,
+                            allowed={r.id for r in part_records}, generation=generation,
+                            force_mixed=force_mixed)  # fmt: skip
+        todo = [r for r in records if r.id not in done]
+        summary.n_skipped_existing = len(records) - len(todo)
+        if todo:
+            _predict_todo(todo, out, summary, model=model, engine=engine, engine_options=engine_options,
+                          option_names=option_names if isinstance(engine, str) else [], batch_size=batch_size,
+                          build_messages=build_messages, truths=truths, task=task, prompt_id=prompt_id, part=part,
+                          max_new_tokens=max_new_tokens, thinking=thinking, image_max_size=image_max_size,
+                          group_probabilities=group_probabilities, generation=generation,
+                          progress=progress)  # fmt: skip
+    return summary
 
+
+def _predict_todo(
+    todo: Sequence[SkinCapRecord],
+    out: Path,
+    summary: PredictSummary,
+    *,
+    model: str,
+    engine: str | Engine,
+    engine_options: dict[str, Any] | None,
+    option_names: Sequence[str],
+    batch_size: int,
+    build_messages: Callable[[SkinCapRecord, Any], list[dict[str, Any]]],
+    truths: dict[str, str],
+    task: str,
+    prompt_id: str,
+    part: str,
+    max_new_tokens: int,
+    thinking: bool,
+    image_max_size: int | None,
+    group_probabilities: bool,
+    generation: Mapping[str, Any],
+    progress: bool,
+) -> None:
+    """Generate and append the lines of `todo`, a batch at a time (each batch flushed and fsynced)."""
     owned = isinstance(engine, str)
     if isinstance(engine, str):
         options = dict(engine_options or {})
@@ -354,7 +413,7 @@ def run_predict(
                 lines = _predict_batch(
                     batch, engine_obj, build_messages, truths, task=task, prompt_id=prompt_id, model=model,
                     engine_name=engine_name, part=part, max_new_tokens=max_new_tokens, thinking=thinking,
-                    image_max_size=image_max_size, group_probabilities=group_probabilities,
+                    image_max_size=image_max_size, group_probabilities=group_probabilities, generation=generation,
                 )  # fmt: skip
                 append_predictions(out, lines)  # flushed and fsynced before the next batch starts
                 summary.n_written += len(lines)
@@ -367,7 +426,6 @@ def run_predict(
     finally:
         if owned:
             engine_obj.close()
-    return summary
 
 
 def _predict_batch(
@@ -385,9 +443,11 @@ def _predict_batch(
     thinking: bool,
     image_max_size: int | None,
     group_probabilities: bool = False,
+    generation: Mapping[str, Any] | None = None,
 ) -> list[Prediction]:
     """Predictions for one batch, in batch order; unreadable images become error lines."""
     common = {"task": task, "prompt_id": prompt_id, "model": model, "engine": engine_name, "split": part}
+    recorded = {"generation": dict(generation)} if generation is not None else {}
     readable: list[tuple[SkinCapRecord, list[dict[str, Any]]]] = []
     errors: dict[str, str] = {}
     for record in batch:
@@ -423,12 +483,13 @@ def _predict_batch(
         if record.id in errors:
             lines.append(Prediction(
                 raw_output="", parsed="" if task == "caption" else UNKNOWN, status=STATUS_ERROR,
-                extra={"error": errors[record.id]}, **base,
+                extra={"error": errors[record.id], **recorded}, **base,
             ))  # fmt: skip
             continue
         raw = outputs[record.id]
         parsed, truncated = _parse(raw, task, thinking)
         extra = {"group_probabilities": probabilities[record.id]} if record.id in probabilities else {}
+        extra.update(recorded)
         lines.append(Prediction(raw_output=raw, parsed=parsed, truncated=truncated, extra=extra, **base))
     return lines
 
