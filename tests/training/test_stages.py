@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from hikari.config import load_config, resolve_recipe
+from hikari.config import ConfigError, load_config, resolve_recipe
 from hikari.data import prompts as P
 from hikari.data.labels import DISEASE_TO_GROUP, GROUPS
+from hikari.training import stages
 from tests.conftest import make_items
 
 from .conftest import CHAIN_STEPS, PREVIOUS, StageChain, adapter_key, tiny_overrides, train_captured
@@ -178,10 +180,27 @@ def test_resume_reproduces_the_uninterrupted_run(
     whole = train_captured(config(tmp_path / "whole", 4), tmp_path / "cap_whole")
     train_captured(config(tmp_path / "resumed", 2), tmp_path / "cap_first")
     assert (tmp_path / "resumed" / "checkpoints" / "checkpoint-2").is_dir()
+    # A kill during the next save leaves a checkpoint-3 without its trainer_state.json: it must not be picked.
+    partial = tmp_path / "resumed" / "checkpoints" / "checkpoint-3"
+    shutil.copytree(tmp_path / "resumed" / "checkpoints" / "checkpoint-2", partial)
+    (partial / "trainer_state.json").unlink()
+    with pytest.raises(ConfigError, match=r"train.learning_rate: 0.003 → 0.001 changed since .* cannot apply it"):
+        stages.run_training(load_config(resolve_recipe("subaru"), [
+            *tiny_overrides(data_dir=synth_dir, split=synth_split, output_dir=tmp_path / "resumed", steps=4,
+                            extra=extra), "train.learning_rate=1e-3"]), resume=True, evaluate=False)  # fmt: skip
     resumed = train_captured(config(tmp_path / "resumed", 4), tmp_path / "cap_resumed", resume=True)
 
     metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["train"]["global_step"] == 4
+    assert not partial.exists() and len(list(partial.parent.glob("incomplete-checkpoint-3-*"))) == 1
+    run_info = json.loads((tmp_path / "resumed" / "run_info.json").read_text(encoding="utf-8"))
+    assert run_info["resume"]["checkpoint"].endswith("checkpoint-2")
+    assert run_info["resume"]["changed"] == {"train.max_steps": [2, 4]}
+    assert run_info["replaced_run"]  # the finished 2-step run's files, set aside (not overwritten)
+    assert json.loads((Path(run_info["replaced_run"]) / "run_info.json").read_text())["name"] == "subaru"
+    # the train loss of the resumed run is over all four steps, as the uninterrupted run's
+    whole_metrics = json.loads((tmp_path / "whole" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["train"]["train_loss"] == pytest.approx(whole_metrics["train"]["train_loss"], abs=1e-5)
     # It really resumed: only steps 3-4 ran (2 steps x 2 micro-batches); a restart would give the same numbers.
     assert (whole.micro_batches, resumed.micro_batches) == (8, 4)
     assert len(whole.losses) == len(resumed.losses) == 4

@@ -29,7 +29,6 @@ from peft import prepare_model_for_kbit_training
 from torch.utils.tensorboard import SummaryWriter
 from transformers import TrainerCallback, TrainingArguments
 from transformers.integrations import TensorBoardCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from hikari import __version__
 from hikari.config import ConfigError, RunConfig, dump_config
@@ -54,6 +53,15 @@ from hikari.training.collapse import CollapseGuard, previous_stage_answers
 from hikari.training.cross_entropy import choose_backend
 from hikari.training.data import STSCollator, SupervisedVLMDataset, build_examples
 from hikari.training.evaluate import evaluate_model
+from hikari.training.resume import (
+    CHECKPOINTS,
+    LogAtSave,
+    check_resume,
+    checkpoint_step,
+    last_checkpoint,
+    set_aside_finished_run,
+    train_loss_over_all_steps,
+)
 from hikari.training.trainer import EpochSetter, HikariTrainer
 from hikari.utils.io import atomic_write_json, atomic_write_text, sha256_file
 
@@ -206,11 +214,6 @@ def training_arguments(config: RunConfig, output_dir: Path) -> TrainingArguments
     )
 
 
-def last_checkpoint(output_dir: Path) -> str | None:
-    ckpt_dir = output_dir / "checkpoints"
-    return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-
-
 def run_training(
     config: RunConfig,
     *,
@@ -220,12 +223,19 @@ def run_training(
 ) -> RunResult:
     """Train one recipe end to end into `config.output_dir` and return where everything went.
 
-    `callbacks` are added to the Trainer's (after the collapse guard and TensorBoard), e.g. to measure a run."""
+    `callbacks` are added to the Trainer's (after the collapse guard and TensorBoard), e.g. to measure a run.
+
+    The run folder's files change only once the run has started (data read, model loaded): then a finished run
+    found there is moved into `replaced-<time>/` and the new config is written. `resume` continues from the newest
+    complete checkpoint and refuses settings changed since it was written that a resumed run cannot apply."""
     check_runnable(config)
     set_max_pixels(config.data.max_pixels)  # every image this run decodes (the dataloader's workers inherit it)
     out = Path(config.output_dir)
+    checkpoint = last_checkpoint(out) if resume else None
+    resume_changes = check_resume(out, config) if checkpoint is not None else {}
+    if resume and checkpoint is None:
+        logger.warning("--resume: no complete checkpoint under %s/%s, starting from scratch", out, CHECKPOINTS)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.resolved.yaml", dump_config(config))
 
     parts, dataset, split = run_records(config)
     train_records = parts.get("train", [])
@@ -263,15 +273,16 @@ def run_training(
         train_dataset=train_set,
         data_collator=collator,
         # The guard comes before TensorBoard, so the guard/* values it adds to a log reach the events too.
-        callbacks=[EpochSetter(train_set), *([guard] if guard is not None else []), *_tensorboard(out / "logs"),
-                   *callbacks],
+        callbacks=[EpochSetter(train_set), LogAtSave(), *([guard] if guard is not None else []),
+                   *_tensorboard(out / "logs"), *callbacks],
         loss=lc,
     )
     ce = trainer.ce_backend_choice
     logger.info("%s: cross-entropy %s (loss.ce_backend=%s: %s)", config.name, ce.name, ce.requested, ce.reason)
-    checkpoint = last_checkpoint(out) if resume else None
-    if resume and checkpoint is None:
-        logger.warning("--resume: no checkpoint under %s/checkpoints, starting from scratch", out)
+    replaced = None
+    if trainer.is_world_process_zero():  # the run has started: now its folder may change
+        replaced = set_aside_finished_run(out)
+        atomic_write_text(out / "config.resolved.yaml", dump_config(config))
     result = trainer.train(resume_from_checkpoint=checkpoint)
 
     adapter_dir = out / "adapter"
@@ -289,9 +300,13 @@ def run_training(
         "n_train_samples_after_oversampling": len(train_set),
         "n_truncated_sequences": collator.n_truncated,
     }
+    initial_step = checkpoint_step(checkpoint)
     train_metrics = {
         "train_runtime_s": result.metrics.get("train_runtime"),
-        "train_loss": result.training_loss,
+        # over every step of the run, also when it was resumed (the Trainer's own averages the resumed steps)
+        "train_loss": train_loss_over_all_steps(trainer.state.log_history, result.training_loss, initial_step,
+                                                trainer.state.global_step),  # fmt: skip
+        "resumed_from_step": initial_step or None,
         "global_step": trainer.state.global_step,
         "log_history": trainer.state.log_history,
         **describe_adapter(model),
@@ -308,6 +323,9 @@ def run_training(
         "data": data_summary,
         "rag": rag_info,
         "cross_entropy": ce.to_dict(),
+        "resume": {"checkpoint": checkpoint, "changed": {k: list(v) for k, v in resume_changes.items()}}
+        if checkpoint is not None else None,
+        "replaced_run": str(replaced) if replaced is not None else None,
         "precision": {"dtype": config.model.dtype, "load_in_4bit": config.model.load_in_4bit,
                       "upcast_frozen_fp32": config.model.load_in_4bit and config.model.upcast_frozen_fp32,
                       "bf16_autocast": trainer.args.bf16, "device": str(trainer.args.device)},
