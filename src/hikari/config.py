@@ -319,19 +319,38 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(value)
+        try:
+            # YAML 1.1 reads on/off/yes/no as booleans; kept as words here, `guard.policy=off` means 'off' (and a
+            # boolean setting still takes them: pydantic reads 'off' as false)
+            word = value.strip().lower() in ("on", "off", "yes", "no", "y", "n")
+            node[parts[-1]] = value.strip() if word else yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: the value {value!r} is not valid YAML ({yaml_problem(exc)}); "
+                              "quote it to pass a string") from None  # fmt: skip
     return out
+
+
+def yaml_problem(exc: yaml.YAMLError, source: str | None = None) -> str:
+    """A YAML error in one line: 'line L, column C: problem' (1-based, as an editor shows them)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{source + ' ' if source else ''}{where}{problem}"
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read a recipe YAML, apply overrides, validate. Errors name the file and every bad key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}  # a BOM (Windows editors) is fine
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not a config file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{path}: invalid YAML at {yaml_problem(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     raw = apply_overrides(raw, overrides or [])

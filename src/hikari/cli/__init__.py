@@ -11,6 +11,7 @@ import os
 import sys
 
 import typer
+import yaml
 
 from hikari.cli import ablate as ablate_cli
 from hikari.cli import data as data_cli
@@ -26,6 +27,7 @@ from hikari.config import DataConfig, default
 
 app = typer.Typer(
     name="hikari",
+    pretty_exceptions_enable=False,  # user errors are one line (main); bugs keep Python's plain traceback
     help="Train, evaluate and serve cascaded vision-language models for skin-lesion diagnosis and captioning.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -37,7 +39,11 @@ def _options(
     max_pixels: int = typer.Option(default(DataConfig, "max_pixels"), "--max-pixels", envvar="HIKARI_MAX_PIXELS",
                                    min=1, help="Largest image (width × height) any command decodes; a larger one "
                                    "is an unreadable image (a decompression bomb), refused from its header."),
+    debug: bool = typer.Option(False, "--debug", envvar="HIKARI_DEBUG",
+                               help="Show the traceback of an error instead of its one-line message."),
 ) -> None:
+    if debug:
+        os.environ["HIKARI_DEBUG"] = "1"
     # Through the environment: the image readers are imported later (CLI start-up time) and by child processes;
     # a process that has them already (the tests' CliRunner) is told directly.
     os.environ["HIKARI_MAX_PIXELS"] = str(max_pixels)
@@ -67,9 +73,46 @@ app.command("demo", help="The whole cascade on synthetic SkinCAP and the tiny Qw
 )
 
 
+# What a user's input can cause (a bad path, value, file): one line naming it, exit 2. Anything else is a bug and
+# keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, KeyError, yaml.YAMLError)
+
+
+def describe_error(err: BaseException) -> str:
+    """One line for a user error: its message (a KeyError's key unquoted), with a decoding error's file named."""
+    if isinstance(err, KeyError) and err.args:
+        return f"missing {err.args[0]}"
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 text: {err}"
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:  # "[Errno 2] No such file …: 'x'"
+        return f"{err.filename}: {err.strerror.lower()}"
+    message = str(err).strip() or type(err).__name__
+    return " ".join(message.split()) if len(message) < 2000 else message
+
+
+class _Drop(logging.Filter):
+    """Drop log records whose message contains `fragment`."""
+
+    def __init__(self, fragment: str) -> None:
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in record.getMessage()
+
+
 def main() -> None:  # console-script entry point
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # bitsandbytes >= 0.50 on a CPU tries to fetch a kernel from the hub on import, fails (we allow no remote code)
+    # and falls back to its own: a warning on every command that means nothing to the user.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_Drop("kernels-community"))
     # HIKARI's own progress notes (which cross-entropy ran, which engine loads what) are shown; other libraries'
     # INFO lines are not.
     logging.getLogger("hikari").setLevel(logging.INFO)
-    app()
+    try:
+        app()
+    except USER_ERRORS as err:
+        if os.environ.get("HIKARI_DEBUG") == "1":
+            raise
+        print(f"error: {describe_error(err)} (hikari --debug shows the traceback)", file=sys.stderr)
+        sys.exit(2)

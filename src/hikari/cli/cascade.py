@@ -55,4 +55,10 @@ def cascade_command(
     if as_json:
         print(json.dumps(payload, ensure_ascii=False))
     else:
-        console.print(render_summary(results))
+        console.print(render_summary([r for r in results if r.error is None]))
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        err_console.print(f"[yellow]{len(failed)} of {len(results)} image(s) could not be read[/yellow] and were "
+                          f"skipped: {'; '.join(r.error or '' for r in failed[:3])}")  # fmt: skip
+        if len(failed) == len(results):
+            raise typer.Exit(2)

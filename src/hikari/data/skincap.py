@@ -113,6 +113,8 @@ class ReadReport:
     issues: list[ReadIssue] = field(default_factory=list)
     n_not_include_ignored: int = 0
     n_images_unreferenced: int = 0
+    # image file name → why it was skipped (missing, or unreadable when images are checked)
+    bad_images: dict[str, str] = field(default_factory=dict)
 
     def add_issue(self, issue: ReadIssue) -> None:
         self.skipped[issue.reason] = self.skipped.get(issue.reason, 0) + 1
@@ -394,10 +396,12 @@ def read_skincap(
         image_path = image_dir / file_name
         if not image_path.is_file():
             skip(row_no, "missing_image", FILE_COLUMN, f"image {IMAGE_DIR}/{file_name} not found; expected a PNG there")
+            report.bad_images[file_name] = "missing file"
             continue
         if check_images and (problem := verify_image(image_path)) is not None:
             message = f"image {IMAGE_DIR}/{file_name}: {problem}; expected a valid PNG"
             skip(row_no, "unreadable_image", FILE_COLUMN, message)
+            report.bad_images[file_name] = problem
             continue
         if flagged:
             report.n_flagged += 1

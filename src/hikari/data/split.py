@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,8 @@ from hikari.data.labels import FUZZY_MERGE_THRESHOLD
 from hikari.data.records import SkinCapRecord
 from hikari.data.skincap import SkinCapDataset, read_skincap
 from hikari.utils.io import atomic_write_json, fingerprint_strings
+
+logger = logging.getLogger(__name__)
 
 SPLIT_FORMAT = "hikari-split"
 SPLIT_VERSION = 1
@@ -442,14 +445,26 @@ def make_split(
     return Split(parts=parts, groups=saved_groups, config=config, dataset=dataset, hashes=fingerprints)
 
 
-def select_part(records: Sequence[SkinCapRecord], split: SplitInfo, part: str) -> list[SkinCapRecord]:
+def select_part(
+    records: Sequence[SkinCapRecord],
+    split: SplitInfo,
+    part: str,
+    bad_images: Mapping[str, str] | None = None,
+) -> list[SkinCapRecord]:
     """The records of one split part, in the split's order; raises when the data no longer matches the split.
 
-    Fails when a file of the part is missing from `records` or (for our format) its disease changed.
+    Fails when a file of the part is missing from `records` or (for our format) its disease changed. A file whose
+    row the reader skipped for its image alone (`bad_images`: missing or unreadable, e.g. over the pixel limit) is
+    left out and logged instead — it is counted in the reader's report — unless that leaves the part empty.
     """
     by_name = {r.file_name: r for r in records}
     split.file_names(part)  # raises, listing the valid parts, when `part` is absent
     wanted = split.parts[part]
+    bad = {n: bad_images[n] for n in wanted if n not in by_name and bad_images and n in bad_images}
+    if bad and len(bad) < len(wanted):
+        for name, why in bad.items():
+            logger.warning("split %s, part %r: %s left out (%s)", split.path or "<memory>", part, name, why)
+        wanted = [n for n in wanted if n not in bad]
     missing = [n for n in wanted if n not in by_name]
     if missing:
         raise ValueError(
@@ -499,7 +514,9 @@ def read_split_records(
     if reader_options is None:
         reader_options = {k: split.config[k] for k in READER_OPTIONS if split.format == "hikari" and k in split.config}
     dataset = read_skincap(data_dir, check_images=check_images, **reader_options)
-    selected = {part: select_part(dataset.records, split, part) for part in (split.parts if parts is None else parts)}
+    bad = dataset.report.bad_images
+    selected = {part: select_part(dataset.records, split, part, bad)
+                for part in (split.parts if parts is None else parts)}  # fmt: skip
     return SplitRecords(selected, dataset, split)
 
 

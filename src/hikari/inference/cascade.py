@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -52,6 +53,8 @@ from hikari.retrieval.index import Exclusion, Hit, HybridIndex
 from hikari.retrieval.references import encoders_for, load_reference_images, reference_triples
 
 QueryText = Literal["caption", "none"]
+logger = logging.getLogger(__name__)
+
 Messages = list[dict[str, Any]]
 
 
@@ -75,6 +78,7 @@ class CascadeResult:
     group_probabilities: dict[str, float] | None = None
     disease_probabilities: dict[str, float] | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    error: str | None = None  # set (and the answers empty) when the image could not be read
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -345,14 +349,31 @@ def run_cascade(
         return []
     if texts is not None and len(texts) != len(images):
         raise ValueError(f"{len(images)} images but {len(texts)} texts")
-    pil = [load_rgb(Path(p), max_size=image_max_size) for p in images]  # fails early, naming the file
-    stages = StagesOneAtATime({"stage1": stage1, "stage2": stage2, "stage3": stage3}, dtype=dtype, device=device,
-                              batch_size=batch_size)  # fmt: skip
-    search = (ReferenceSearch(refs, device=encoder_device, trust_remote_code=trust_remote_code)
-              if refs is not None else None)  # fmt: skip
-    return cascade_images(pil, [str(p) for p in images], stages, references=search, k=k, texts=texts,
-                          query_text=query_text, reference_text=reference_text, reference_max_size=image_max_size,
-                          stage2_prompt=stage2_prompt, alpha=alpha, probabilities=probabilities)  # fmt: skip
+    # An unreadable image (missing, damaged, over the pixel limit) gets a result with its error; the rest run.
+    pil: dict[int, Any] = {}
+    failed: dict[int, str] = {}
+    for i, p in enumerate(images):
+        try:
+            pil[i] = load_rgb(Path(p), max_size=image_max_size)
+        except OSError as err:
+            failed[i] = str(err)
+            logger.warning("%s", err)
+    done: dict[int, CascadeResult] = {}
+    if pil:
+        stages = StagesOneAtATime({"stage1": stage1, "stage2": stage2, "stage3": stage3}, dtype=dtype,
+                                  device=device, batch_size=batch_size)  # fmt: skip
+        search = (ReferenceSearch(refs, device=encoder_device, trust_remote_code=trust_remote_code)
+                  if refs is not None else None)  # fmt: skip
+        order = sorted(pil)
+        results = cascade_images([pil[i] for i in order], [str(images[i]) for i in order], stages,
+                                 references=search, k=k, texts=[texts[i] for i in order] if texts else None,
+                                 query_text=query_text, reference_text=reference_text,
+                                 reference_max_size=image_max_size, stage2_prompt=stage2_prompt, alpha=alpha,
+                                 probabilities=probabilities)  # fmt: skip
+        done = dict(zip(order, results, strict=True))
+    for i, message in failed.items():
+        done[i] = CascadeResult(image=str(images[i]), group="", diagnosis="", caption="", error=message)
+    return [done[i] for i in range(len(images))]
 
 
 def render_summary(results: Sequence[CascadeResult]) -> str:
