@@ -209,8 +209,10 @@ def diagnosis_command(
             metrics = evaluate_diagnosis(predictions, _TASK_LABELS[task], reparse=reparse, thinking=thinking)
         if n_changed is not None:
             metrics["n_reparse_changed"] = n_changed
-    except (PredictionFileError, ValueError, KeyError, OSError) as err:
+    except PredictionFileError as err:
         raise _fail(str(err)) from err
+    except (ValueError, KeyError, OSError) as err:
+        raise _fail(f"{pred}: {err}") from err
     if metrics.get("n_reparse_changed"):
         err_console.print(f"--reparse changed {metrics['n_reparse_changed']} stored labels.")
     result = {"file": str(pred), "task": task, "n_excluded": n_excluded, **metrics}

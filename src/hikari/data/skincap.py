@@ -219,10 +219,22 @@ def _read_csv(path: Path) -> tuple[list[str], Rows]:
         except StopIteration:
             raise SkinCapFormatError(f"{path} is empty; expected a header row with {FILE_COLUMN!r}") from None
         except UnicodeDecodeError as err:
-            raise SkinCapFormatError(f"{path} is not UTF-8 text ({err}); expected a UTF-8 CSV") from err
+            line, byte = _first_undecodable_line(path)
+            raise SkinCapFormatError(f"{path} line {line}: not UTF-8 text (byte 0x{byte:02x}: {err.reason}); "
+                                     "expected a UTF-8 CSV (re-save it as UTF-8)") from err
         except csv.Error as err:
             raise SkinCapFormatError(f"{path} line {reader.line_num}: malformed CSV ({err})") from err
     return header, rows
+
+
+def _first_undecodable_line(path: Path) -> tuple[int, int]:
+    """(1-based line number, offending byte) of the first line of `path` that is not UTF-8."""
+    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return number, line[err.start]
+    return 0, 0
 
 
 def _read_xlsx(path: Path, max_header_row: int = 5) -> tuple[list[str], Rows]:
@@ -347,6 +359,9 @@ def read_skincap(
 
     rows = [(row_no, tidy(cells)) for row_no, cells in raw_rows]
     report = ReadReport(n_rows=len(rows))
+    # A row that ends before a column we need is broken (a cut line, a stray newline), not a row with empty cells.
+    needed = max(col_file, col_disease, col_caption) + 1
+    short = {row_no: len(cells) for row_no, cells in raw_rows if len(cells) < needed}
 
     # Disease normalisation over every row with a usable disease name (see the module docstring for why).
     usable = [i for i, (_, cells) in enumerate(rows) if _disease_problem(cells[col_disease]) is None]
@@ -366,6 +381,11 @@ def read_skincap(
         report.add_issue(ReadIssue(file_label, row_no, column, message, reason))
 
     for i, (row_no, cells) in enumerate(rows):
+        if row_no in short:
+            skip(row_no, "short_row", header[short[row_no]] if short[row_no] < len(header) else FILE_COLUMN,
+                 f"the row has {short[row_no]} of {len(header)} cells (a cut or broken line?); expected every "
+                 "column of the header")  # fmt: skip
+            continue
         file_name, raw_disease = cells[col_file], cells[col_disease]
         flagged = col_flag is not None and cells[col_flag] in ("1", "1.0", "True", "true")
         if (problem := unsafe_file_name_reason(file_name)) is not None:

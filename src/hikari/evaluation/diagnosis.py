@@ -154,8 +154,12 @@ def evaluate_diagnosis(
     y_true: list[str] = []
     y_pred: list[str] = []
     for p in predictions:
+        where = f"{p.where}, " if p.where else ""
         if p.ground_truth is None:
-            raise ValueError(f"prediction {p.id} ({p.file_name}) has no ground truth")
+            raise ValueError(f"{where}id {p.id} ({p.file_name}): no ground truth")
+        if p.ground_truth not in allowed:
+            raise ValueError(f"{where}id {p.id} ({p.file_name}): ground truth {p.ground_truth!r} is not one of the "
+                             f"labels: {', '.join(labels)}")  # fmt: skip
         ok = p.status == "success" and not p.truncated and p.parsed in allowed
         y_true.append(p.ground_truth)
         y_pred.append(p.parsed if ok else UNKNOWN)

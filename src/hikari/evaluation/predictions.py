@@ -82,10 +82,12 @@ class Prediction:
     split: str | None = None
     status: str = "success"
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # where it was read from ("line 12" of a JSONL file, "predictions[3]" of an original file), for error messages
+    where: str | None = field(default=None, compare=False, hash=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         """The JSONL object for this prediction (our format; `status`/`extra` only when informative)."""
-        obj = {k: v for k, v in asdict(self).items() if k not in ("status", "extra")}
+        obj = {k: v for k, v in asdict(self).items() if k not in ("status", "extra", "where")}
         if self.status != "success":
             obj["status"] = self.status
         obj.update(self.extra)
@@ -131,7 +133,7 @@ def _ours_from_object(obj: Any, path: Path, where: str) -> Prediction:
         raise _fail(path, where, f"field 'status' must be a string, got {status!r}")
     known = set(_REQUIRED) | set(_OPTIONAL_STR) | {"truncated", "status"}
     extra = {k: v for k, v in obj.items() if k not in known}
-    return Prediction(**values, **optional, truncated=truncated, status=status, extra=extra)
+    return Prediction(**values, **optional, truncated=truncated, status=status, extra=extra, where=where)
 
 
 def _read_jsonl(path: Path, text: str) -> list[Prediction]:
@@ -166,7 +168,7 @@ def _original_item(item: Any, path: Path, index: int) -> Prediction:
         extra = {k: v for k, v in item.items() if k not in known}
         return Prediction(
             id=id_, file_name=file_name, task="caption", raw_output=generated, parsed=generated,
-            ground_truth=reference, status=status, extra=extra,
+            ground_truth=reference, status=status, extra=extra, where=where,
         )  # fmt: skip
     if "predicted" in item or "predicted_raw" in item:
         truth = _require_str(item, "ground_truth", path, where)
@@ -176,7 +178,7 @@ def _original_item(item: Any, path: Path, index: int) -> Prediction:
         extra = {k: v for k, v in item.items() if k not in known}
         return Prediction(
             id=id_, file_name=file_name, task="group" if truth in GROUPS else "disease", raw_output=raw,
-            parsed=predicted, ground_truth=truth, status=status, extra=extra,
+            parsed=predicted, ground_truth=truth, status=status, extra=extra, where=where,
         )  # fmt: skip
     raise _fail(
         path, where, "neither a caption item (generated_caption, ground_truth_caption) nor a diagnosis item "
@@ -193,7 +195,12 @@ def read_predictions(path: str | os.PathLike[str]) -> list[Prediction]:
     path = Path(path)
     if not path.is_file():
         raise PredictionFileError(f"{path}: prediction file not found")
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # a BOM (Windows editors) is fine
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise _fail(path, f"line {line}", f"not UTF-8 text (byte 0x{data[err.start]:02x}: {err.reason})") from None
     whole: Any = None
     if path.suffix != ".jsonl":
         try:
