@@ -42,6 +42,8 @@ class DataConfig(_Frozen):
     max_image_size: int = Field(672, ge=16, description="Images thumbnailed to at most this side (LANCZOS).")
     max_pixels: int = Field(40_000_000, ge=1, description="Largest image (width × height) any reader decodes, "
                             "checked from the header; a larger one (a decompression bomb) is an unreadable image.")
+    allow_outside: bool = Field(False, description="Follow image files that are links to outside skincap/ "
+                                "(refused by default, like '../' file names).")
     samples_per_image: int = Field(
         1, ge=1, le=3, description="Stage 2: one sample per training prompt (the original used 3)."
     )
@@ -49,7 +51,8 @@ class DataConfig(_Frozen):
     def reader_options(self) -> dict[str, Any]:
         """The `hikari.data.skincap.read_skincap` options this section sets."""
         return {"metadata": self.metadata, "caption_column": self.caption_column,
-                "exclude_flagged": self.exclude_flagged, "top_k": self.top_k}  # fmt: skip
+                "exclude_flagged": self.exclude_flagged, "top_k": self.top_k,
+                "allow_outside": self.allow_outside}  # fmt: skip
 
 
 class ModelConfig(_Frozen):

@@ -23,6 +23,7 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)  # error paths stay copyable
 
 _MAX_ISSUES_SHOWN = 20
+ALLOW_OUTSIDE_HELP = "Follow image files that are links to outside skincap/ (refused by default, like '../' names)."
 
 
 def _count_table(title: str, counts: dict[str, int], key: str) -> Table:
@@ -140,6 +141,7 @@ def inspect_command(
     top_k: int = typer.Option(
         default(DataConfig, "top_k"), "--top-k", help="Keep the K most frequent diseases (fuzzy-merging spellings)."
     ),
+    allow_outside: bool = typer.Option(False, "--allow-outside", help=ALLOW_OUTSIDE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Summarise a SkinCAP folder: rows, classes, groups, flagged, missing images, skipped rows, captions."""
@@ -151,7 +153,8 @@ def inspect_command(
     reader_logger.setLevel(logging.ERROR)
     try:
         ds = skincap.read_skincap(
-            data, metadata=metadata, caption_column=caption_column, exclude_flagged=exclude_flagged, top_k=top_k
+            data, metadata=metadata, caption_column=caption_column, exclude_flagged=exclude_flagged, top_k=top_k,
+            allow_outside=allow_outside,
         )
     except skincap.SkinCapFormatError as err:
         err_console.print(f"[red]error:[/red] {err}")

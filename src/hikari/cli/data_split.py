@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hikari.cli.data_read import ALLOW_OUTSIDE_HELP
 from hikari.config import DEFAULT_HASH_THRESHOLD, DataConfig, default
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ def split_command(
     exclude_flagged: bool = typer.Option(
         default(DataConfig, "exclude_flagged"), help="Drop rows marked 'Do not consider this image'."
     ),
+    allow_outside: bool = typer.Option(False, "--allow-outside", help=ALLOW_OUTSIDE_HELP),
 ) -> None:
     """Make a stratified split that keeps copies of one picture together, save it, and audit it."""
     # CLI start-up time: reading and hashing pull in numpy, scipy, PIL and openpyxl
@@ -71,6 +73,7 @@ def split_command(
             hash_threshold=hash_threshold,
             metadata=metadata,
             exclude_flagged=exclude_flagged,
+            allow_outside=allow_outside,
         )
     except (OSError, ValueError) as err:
         err_console.print(f"[red]error:[/red] {err}")

@@ -317,6 +317,7 @@ def read_skincap(
     top_k: int | None = default(DataConfig, "top_k"),
     fuzzy_threshold: float = FUZZY_MERGE_THRESHOLD,
     check_images: bool = True,
+    allow_outside: bool = default(DataConfig, "allow_outside"),
 ) -> SkinCapDataset:
     """Read, validate and normalise a SkinCAP folder.
 
@@ -330,6 +331,8 @@ def read_skincap(
             None keeps every disease as cleaned, without fuzzy merging.
         fuzzy_threshold: token-sort ratio (0–100) for the fuzzy merge.
         check_images: decode every image (catches truncated files); False only checks that files exist.
+        allow_outside: follow an image that is a link to a file outside the image folder (refused by default,
+            like a '../' file name; a link to the whole ``skincap/`` folder is always fine).
     """
     root = Path(root)
     meta_path = resolve_metadata(root, metadata)
@@ -373,6 +376,7 @@ def read_skincap(
     normalised: dict[int, str | None] = dict(zip(usable, norm_usable, strict=True))
 
     image_dir = root / IMAGE_DIR
+    image_home = image_dir.resolve()
     records: list[SkinCapRecord] = []
     seen_files: dict[str, int] = {}
     seen_ids: dict[str, int] = {}
@@ -414,6 +418,13 @@ def read_skincap(
         seen_files[file_name] = row_no
         seen_ids[row_id] = row_no
         image_path = image_dir / file_name
+        if not allow_outside and image_path.is_symlink():
+            target = image_path.resolve()
+            if not target.is_relative_to(image_home):
+                skip(row_no, "unsafe_path", FILE_COLUMN, f"{IMAGE_DIR}/{file_name} is a link to {target}, outside "
+                     f"the image folder; expected the image itself (allow_outside / --allow-outside follows "
+                     "such links)")  # fmt: skip
+                continue
         if not image_path.is_file():
             skip(row_no, "missing_image", FILE_COLUMN, f"image {IMAGE_DIR}/{file_name} not found; expected a PNG there")
             report.bad_images[file_name] = "missing file"

@@ -482,7 +482,8 @@ def select_part(
 
 
 # The `read_skincap` options a split of ours records: reading the data as the split was made keeps labels equal.
-READER_OPTIONS: tuple[str, ...] = ("metadata", "caption_column", "exclude_flagged", "top_k", "fuzzy_threshold")
+READER_OPTIONS: tuple[str, ...] = ("metadata", "caption_column", "exclude_flagged", "top_k", "fuzzy_threshold",
+                                   "allow_outside")  # fmt: skip
 
 
 class SplitRecords(NamedTuple):
@@ -532,6 +533,7 @@ def split_dataset(
     caption_column: str | None = None,
     exclude_flagged: bool = default(DataConfig, "exclude_flagged"),
     fuzzy_threshold: float = FUZZY_MERGE_THRESHOLD,
+    allow_outside: bool = default(DataConfig, "allow_outside"),
     progress: bool = True,
 ) -> tuple[Split, SkinCapDataset]:
     """Read a SkinCAP folder (`read_skincap`), hash every usable image, and split it with `make_split`."""
@@ -540,6 +542,7 @@ def split_dataset(
         "exclude_flagged": exclude_flagged,
         "top_k": top_k,
         "fuzzy_threshold": fuzzy_threshold,
+        "allow_outside": allow_outside,
     }
     if caption_column is not None:
         reader_options["caption_column"] = caption_column
