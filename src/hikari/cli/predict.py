@@ -151,6 +151,10 @@ def predict_command(
     if summary.error_ids:
         shown = ", ".join(summary.error_ids[:10]) + (" …" if len(summary.error_ids) > 10 else "")
         err_console.print(f"[yellow]unreadable images[/yellow] (ids {shown}): written as status=error lines.")
+    if summary.left_out:
+        shown = "; ".join(f"{n} ({why})" for n, why in list(summary.left_out.items())[:5])
+        err_console.print(f"[yellow]{len(summary.left_out)} file(s) of the part left out[/yellow]: {shown}"
+                          f"{' …' if len(summary.left_out) > 5 else ''}")  # fmt: skip
     if summary.unreadable_references:
         names = sorted(summary.unreadable_references)
         err_console.print(f"[yellow]unreadable reference images[/yellow] ({', '.join(names[:5])}"

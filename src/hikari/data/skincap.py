@@ -424,10 +424,12 @@ def read_skincap(
                 skip(row_no, "unsafe_path", FILE_COLUMN, f"{IMAGE_DIR}/{file_name} is a link to {target}, outside "
                      f"the image folder; expected the image itself (allow_outside / --allow-outside follows "
                      "such links)")  # fmt: skip
+                report.bad_images[file_name] = f"a link to {target}, outside the image folder"
                 continue
         if not image_path.is_file():
-            skip(row_no, "missing_image", FILE_COLUMN, f"image {IMAGE_DIR}/{file_name} not found; expected a PNG there")
-            report.bad_images[file_name] = "missing file"
+            what = "is a directory, not an image file" if image_path.is_dir() else "not found"
+            skip(row_no, "missing_image", FILE_COLUMN, f"image {IMAGE_DIR}/{file_name} {what}; expected a PNG there")
+            report.bad_images[file_name] = "a directory" if image_path.is_dir() else "missing file"
             continue
         if check_images and (problem := verify_image(image_path)) is not None:
             message = f"image {IMAGE_DIR}/{file_name}: {problem}; expected a valid PNG"

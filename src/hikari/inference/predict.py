@@ -82,6 +82,8 @@ class PredictSummary:
     error_ids: list[str] = field(default_factory=list)
     # reference images that could not be read (left out of the prompts that cited them; the queries were answered)
     unreadable_references: set[str] = field(default_factory=set)
+    # files of the part the reader left out (missing, a directory, a link outside the image folder): file → why
+    left_out: dict[str, str] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -339,7 +341,10 @@ def run_predict(
     summary = PredictSummary(out=out, task=task, prompt_id=prompt_id)
 
     # Images are decoded at predict time (and counted when unreadable), not while reading the folder.
-    part_records = read_split_records(data, split, [part]).parts[part]
+    selected = read_split_records(data, split, [part])
+    part_records = selected.parts[part]
+    in_part = set(selected.split.parts[part])
+    summary.left_out = {n: why for n, why in selected.dataset.report.bad_images.items() if n in in_part}
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     records = part_records[:limit] if limit is not None else part_records
