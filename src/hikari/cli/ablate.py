@@ -10,6 +10,7 @@ from rich.console import Console
 from hikari.config import ConfigError
 
 console = Console(soft_wrap=True, highlight=False)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 app = typer.Typer(no_args_is_help=True)
 
 
@@ -34,7 +35,7 @@ def stage3_command(
             overrides=overrides, steps=steps, workers=workers, console=console,
         )  # fmt: skip
     except (ConfigError, FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error[/red]: {exc}")
+        err_console.print(f"[red]error[/red]: {exc}")
         raise typer.Exit(2) from None
     console.print(render_ablation_markdown(rows))
     for row in rows:

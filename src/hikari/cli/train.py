@@ -11,6 +11,7 @@ from rich.console import Console
 from hikari.config import ConfigError, load_config, resolve_recipe
 
 console = Console(soft_wrap=True, highlight=False)  # paths and errors stay on one line
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def train_command(
@@ -25,7 +26,7 @@ def train_command(
     try:
         cfg = load_config(resolve_recipe(config), overrides)
     except ConfigError as exc:
-        console.print(f"[red]config error[/red]: {exc}")
+        err_console.print(f"[red]config error[/red]: {exc}")
         raise typer.Exit(2) from None
     console.print(f"[bold]{cfg.name}[/bold] ({cfg.task}, init={cfg.model.init}) → {cfg.output_dir}")
     result = run_training(cfg, resume=resume, evaluate=False if no_eval else None)
@@ -64,7 +65,8 @@ def merge_command(
         if base is None:
             base = json.loads((run / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"]
     else:
-        console.print(f"[red]{run}[/red] is neither a HIKARI run (no {RUN_INFO}) nor an adapter (no adapter_config.json)")
+        err_console.print(f"[red]error:[/red] {run} is neither a HIKARI run (no {RUN_INFO}) nor an adapter (no "
+                          "adapter_config.json)")
         raise typer.Exit(2)
     merged = merge_adapter_into_base(str(base), adapter, out, save_dtype=dtype, extra_readme=card)
     console.print(f"merged model: {merged}")
