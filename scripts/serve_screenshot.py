@@ -68,14 +68,16 @@ class PageResult:
 
 
 def walk_through(driver: WebDriver, url: str, image: Path, *, compare: bool = True, text: str = "",
-                 timeout: float = 120) -> PageResult:  # fmt: skip
-    """Open the page, choose `image`, (optionally) tick side-by-side, press Analyse, wait for the captions."""
-    driver.get(url)
+                 timeout: float = 120, reload: bool = True) -> PageResult:  # fmt: skip
+    """Open the page (`reload`: or use the one open), choose `image`, (optionally) tick side-by-side, press
+    Analyse, wait for the captions."""
+    if reload:
+        driver.get(url)
     wait = WebDriverWait(driver, timeout)
     wait.until(lambda d: d.find_element(By.ID, "stage3a").find_elements(By.TAG_NAME, "option"))
     driver.find_element(By.ID, "file").send_keys(str(image.resolve()))
     wait.until(lambda d: d.find_element(By.ID, "run").is_enabled())
-    if compare or text:
+    if (compare or text) and not driver.execute_script("return document.querySelector('#input details').open"):
         driver.find_element(By.CSS_SELECTOR, "#input details summary").click()
     if text:
         driver.find_element(By.ID, "text").send_keys(text)
@@ -84,8 +86,9 @@ def walk_through(driver: WebDriver, url: str, image: Path, *, compare: bool = Tr
     driver.find_element(By.ID, "run").click()
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#captions .caption")
                or d.find_element(By.ID, "status").get_attribute("class") == "error")  # fmt: skip
-    wait.until(lambda d: all(img.get_attribute("complete") == "true"
-                             for img in d.find_elements(By.CSS_SELECTOR, "#references img")))  # fmt: skip
+    wait.until(lambda d: d.execute_script(  # every thumbnail fetched and decoded, or marked missing
+        "return [...document.querySelectorAll('#references img')].every(i => (i.src && i.complete"
+        " && i.naturalWidth > 0) || i.classList.contains('missing'))"))
 
     def texts(selector: str) -> list[str]:
         return [e.text for e in driver.find_elements(By.CSS_SELECTOR, selector)]

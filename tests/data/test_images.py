@@ -146,3 +146,15 @@ def test_load_rgb_error_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "junk.png").write_bytes(b"nope")
     with pytest.raises(OSError, match="junk.png"):
         load_rgb(tmp_path / "junk.png")
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    """A phone photo 120 wide and 100 high, stored with 'rotate 90°' in EXIF (Orientation 6): read upright."""
+    img = Image.new("RGB", (120, 100), (200, 30, 30))
+    img.paste((30, 30, 200), (0, 0, 20, 100))  # a blue stripe on the left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    upright = load_rgb(tmp_path / "phone.jpg", max_size=None)
+    assert upright.size == (100, 120)
+    assert upright.getpixel((50, 5))[2] > 150  # the left stripe is now at the top

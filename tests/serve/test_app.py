@@ -115,7 +115,7 @@ def test_bad_uploads_get_a_4xx_that_names_the_problem_and_the_server_keeps_servi
     assert len(bomb) < 50_000
     assert_error(cascade(client, bomb, name="bomb.png"), 413, "too_many_pixels", "bomb.png", "6.0 megapixels")
     assert_error(cascade(client, b"\0" * (3 * 2**20), name="big.png"), 413, "request_too_large", "limit is 2 MB")
-    assert_error(cascade(client, lesion_png, stage3="nope"), 404, "unknown_model", "'nope'", "vega")
+    assert_error(cascade(client, lesion_png, stage3="nope"), 404, "model_not_found", "'nope'", "vega")
     assert_error(cascade(client, lesion_png, k="many"), 400, "invalid_parameter", "k must be an integer")
     assert_error(cascade(client, lesion_png, max_new_tokens="100000"), 400, "invalid_parameter", "max_new_tokens")
     assert_error(client.post("/v1/cascade", files={"text": (None, "no image")}), 400, "missing_image", "'image'")
@@ -145,6 +145,29 @@ def test_openai_client_chat_completion_and_stream(client: TestClient, lesion_png
         oai.chat.completions.create(model="gpt-4", messages=messages)
 
 
+def test_chat_parameters_are_checked_as_openai_types(client: TestClient) -> None:
+    def chat(**fields: object) -> object:
+        return client.post("/v1/chat/completions", json={"model": "vega", "messages": [
+            {"role": "user", "content": "hi"}], **fields})  # fmt: skip
+
+    assert_error(chat(max_tokens="8"), 400, "invalid_parameter", "max_tokens must be a whole number")
+    assert_error(chat(max_tokens=8.5), 400, "invalid_parameter", "max_tokens")
+    assert_error(chat(n=2), 400, "invalid_parameter", "n must be 1")
+    assert_error(chat(stream="yes"), 400, "invalid_parameter", "stream must be true or false")
+    missing = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert_error(missing, 400, "missing_parameter", "'model' is required", "vega")
+    assert chat(max_tokens=3).status_code == 200
+    plain = client.post("/v1/chat/completions", json={"model": "vega", "max_tokens": 3, "stream": True,
+                                                       "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+    assert '"usage"' not in plain.text  # as OpenAI: usage only when stream_options.include_usage
+    counted = chat(max_tokens=3, stream=True, stream_options={"include_usage": True})
+    assert '"usage"' in counted.text
+
+
+def test_cascade_flags_are_checked(client: TestClient, lesion_png: bytes) -> None:
+    assert_error(cascade(client, lesion_png, probabilities="maybe"), 400, "invalid_parameter", "probabilities")
+
+
 def test_chat_reads_file_urls_only_under_the_allowed_folder(client: TestClient) -> None:
     def chat(url: str) -> object:
         return client.post("/v1/chat/completions", json={"model": "vega", "max_tokens": 4, "messages": [
@@ -153,6 +176,12 @@ def test_chat_reads_file_urls_only_under_the_allowed_folder(client: TestClient) 
 
     inside = client.allowed / "lesion.png"  # type: ignore[attr-defined]
     assert chat(f"file://{inside}").status_code == 200
+    assert chat(f"file://localhost{inside}").status_code == 200
+    spaced = inside.with_name("my pic.png")
+    spaced.write_bytes(inside.read_bytes())
+    assert chat(spaced.as_uri()).status_code == 200  # file:///…/my%20pic.png
+    assert_error(chat(f"file://{inside.parent}/"), 400, "invalid_image_url", "a folder, not a picture")
+    assert_error(chat("file://server/share/x.png"), 400, "invalid_image_url", "local absolute path")
     assert_error(chat(f"file://{inside.parent}/../../etc/passwd"), 403, "path_not_allowed", "outside the allowed")
     assert_error(chat("https://example.org/x.png"), 400, "invalid_image_url", "fetches nothing")
     assert_error(chat("data:image/png;base64,@@@"), 400, "invalid_image_url", "not valid base64")

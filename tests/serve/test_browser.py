@@ -72,6 +72,30 @@ def test_the_page_shows_group_diagnosis_references_and_both_captions(
     assert shown.console_errors == []
 
 
+def test_with_an_api_key_the_page_asks_for_it_and_then_shows_everything(
+    browser: object, tiny_model_dir: Path, served_runs: dict[str, Path], rag_index_dir: Path, lesion_path: Path,
+    tmp_path: Path
+) -> None:
+    """Behind --api-key the page opens its options at the key field, says why, and once the key is typed the
+    cascade runs and the reference thumbnails (API calls too) load."""
+    from selenium.webdriver.common.by import By
+
+    from .conftest import ONE_THREAD, served_args
+
+    with ServerProcess([*served_args(tiny_model_dir, served_runs, rag_index_dir), "--api-key", "s3cret"],
+                       log=tmp_path / "server.log", env=ONE_THREAD, cwd=ROOT) as server:  # fmt: skip
+        browser.get(server.url + "/")  # type: ignore[attr-defined]
+        status = browser.find_element(By.ID, "status")  # type: ignore[attr-defined]
+        page.WebDriverWait(browser, 30).until(lambda d: "needs an API key" in status.text)
+        key = browser.find_element(By.ID, "key")  # type: ignore[attr-defined]
+        assert key.is_displayed()
+        key.send_keys("s3cret")
+        shown = page.walk_through(browser, server.url + "/", lesion_path, compare=False, reload=False)
+    assert shown.status.startswith("Done in"), shown.status
+    assert shown.thumbnails_loaded == len(shown.references) == 3
+    assert shown.console_errors == []
+
+
 def test_a_broken_picture_is_explained_on_the_page(
     browser: object, server: ServerProcess, lesion_png: bytes, tmp_path: Path
 ) -> None:

@@ -8,7 +8,10 @@ import base64
 import io
 import json
 import select
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -64,7 +67,7 @@ def test_binds_to_localhost_and_refuses_bad_input_at_the_default_limits(
     }
     assert {k: (r.status_code, error_code(r)) for k, r in refused.items()} == {
         "truncated": (400, "corrupt_image"), "bomb": (413, "too_many_pixels"), "25 MB": (413, "request_too_large"),
-        "text": (415, "not_an_image"), "model": (404, "unknown_model")}  # fmt: skip
+        "text": (415, "not_an_image"), "model": (404, "model_not_found")}  # fmt: skip
     assert "60.0 megapixels" in refused["bomb"].json()["error"]["message"]
     assert "limit is 20 MB" in refused["25 MB"].json()["error"]["message"]
     ok = post_image(url, lesion_png, "lesion.png")
@@ -109,6 +112,42 @@ def read_response(sock: socket.socket) -> str:
     while len(body) < length:
         body += sock.recv(65536)
     return (head + b"\r\n\r\n" + body).decode("latin-1")
+
+
+def test_a_port_in_use_fails_before_any_model_loads(small_queue_server: ServerProcess) -> None:
+    started = time.monotonic()
+    taken = str(small_queue_server.port)
+    result = subprocess.run([sys.executable, "-m", "hikari", "serve", "--stage1", "/nowhere/a", "--stage2",
+                             "/nowhere/b", "--stage3", "/nowhere/c", "--port", taken],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2 and f"cannot listen on 127.0.0.1:{small_queue_server.port}" in result.stderr
+    assert "HIKARI on" not in result.stdout + result.stderr and time.monotonic() - started < 60
+
+
+def test_stopping_answers_waiting_requests_with_json(
+    tiny_model_dir: Path, served_runs: dict[str, Path], rag_index_dir: Path, lesion_png: bytes, tmp_path: Path
+) -> None:
+    """SIGINT with a batch running and requests waiting: the running batch is answered, the waiting ones get a
+    JSON 503, and the server exits cleanly."""
+    server = ServerProcess(served_args(tiny_model_dir, served_runs, rag_index_dir) + ["--max-batch", "1"],
+                           log=tmp_path / "server.log", env=ONE_THREAD, cwd=ROOT)  # fmt: skip
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(post_image, server.url, lesion_png, "x.png", max_new_tokens="200", k="3")
+                       for _ in range(6)]  # fmt: skip
+            time.sleep(2.0)  # the first batch runs, the rest wait
+            server.proc.send_signal(signal.SIGINT)
+            answers = [f.result() for f in futures]
+        assert server.proc.wait(timeout=60) in (0, 130)  # 130: the conventional exit of an interrupted program
+    finally:
+        server.stop()
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses[0] == 200 and statuses[-1] == 503, statuses
+    assert set(statuses) <= {200, 503}
+    for answer in answers:
+        if answer.status_code == 503:
+            assert answer.json()["error"]["code"] == "shutting_down"
+    assert "Traceback" not in (tmp_path / "server.log").read_text()
 
 
 # -- load ----------------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 import typer
 import yaml
@@ -106,11 +107,15 @@ def main() -> None:  # console-script entry point
     # bitsandbytes >= 0.50 on a CPU tries to fetch a kernel from the hub on import, fails (we allow no remote code)
     # and falls back to its own: a warning on every command that means nothing to the user.
     logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_Drop("kernels-community"))
+    # PEFT reads `model.is_gradient_checkpointing`, which transformers 5 deprecates: not the user's to act on.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     # HIKARI's own progress notes (which cross-entropy ran, which engine loads what) are shown; other libraries'
     # INFO lines are not.
     logging.getLogger("hikari").setLevel(logging.INFO)
     try:
         app()
+    except KeyboardInterrupt:  # Ctrl+C: stop quietly, with the conventional status
+        sys.exit(130)
     except USER_ERRORS as err:
         if os.environ.get("HIKARI_DEBUG") == "1":
             raise

@@ -63,10 +63,9 @@ def serve_command(
 ) -> None:
     """Serve the cascade (group → diagnosis with references → caption) as a web page and an HTTP API."""
     # CLI start-up time: the server's modules load FastAPI, uvicorn, torch and transformers
-    import uvicorn
-
     from hikari.cli.predict import parse_engine_options
     from hikari.serve.app import create_app
+    from hikari.serve.run import bind, serve
     from hikari.serve.service import HikariService
 
     if demo:
@@ -89,16 +88,23 @@ def serve_command(
         console.print(f"[yellow]warning:[/yellow] binding to {host}: other machines can reach this server"
                       + ("" if api_key else ", and it has no authentication (set --api-key)"))  # fmt: skip
     try:
+        sock = bind(host, port)  # before the models load: a port in use fails at once
+    except OSError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from err
+    port = sock.getsockname()[1]
+    try:
         service = HikariService.load(stage1=stage1, stage2=stage2, stage3=_stage3(stage3), index=index,
                                      engine=engine, engine_options=parse_engine_options(engine_option), dtype=dtype,
                                      device=device, stage2_prompt=stage2_prompt,
                                      reference_text=reference_text)  # fmt: skip
     except (ValueError, FileNotFoundError, NotADirectoryError, OSError) as err:
+        sock.close()
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
     app = create_app(service, config, allowed_folder=allowed_folder, api_key=api_key)
     console.print(f"HIKARI on http://{host}:{port}/ (API: /v1/cascade, /v1/chat/completions; Ctrl+C stops)")
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+        serve(app, sock)
     finally:
         service.close()

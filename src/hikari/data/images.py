@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hikari.config import DataConfig, default
 
@@ -155,7 +155,9 @@ def decode_image(
                                 f"than the limit of {max_pixels / 1e6:g} (a decompression bomb?)")  # fmt: skip
         try:
             img.load()
-            rgb = to_rgb(img)
+            # A phone photo stores "rotate me" in EXIF; the model must see it as the photographer did.
+            upright = ImageOps.exif_transpose(img)
+            rgb = to_rgb(upright)
         except (OSError, ValueError, SyntaxError) as err:  # truncated data, broken chunks
             raise ImageRejected("corrupt", f"{label}: cannot decode ({err})") from None
         if rgb is img:

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -41,7 +42,7 @@ from hikari.data.images import ImageRejected, decode_image, load_rgb
 from hikari.serve.errors import ServeError, error_response
 from hikari.serve.limits import BodyLimit, BodyTooLarge, too_large_message
 from hikari.serve.service import CascadeRequest, ChatRequest, HikariService
-from hikari.serve.worker import BatchingWorker, QueueFull
+from hikari.serve.worker import BatchingWorker, QueueFull, ShuttingDown
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,10 @@ def create_app(service: HikariService, config: ServeConfig | None = None, *, all
     @app.exception_handler(QueueFull)
     async def busy(request: Request, err: QueueFull) -> Response:
         return error_response(ServeError(503, "server_busy", str(err), {"Retry-After": str(err.retry_after)}))
+
+    @app.exception_handler(ShuttingDown)
+    async def stopping(request: Request, err: ShuttingDown) -> Response:
+        return error_response(ServeError(503, "shutting_down", str(err), {"Connection": "close"}))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> Response:
@@ -152,7 +157,7 @@ def create_app(service: HikariService, config: ServeConfig | None = None, *, all
             service.stage3[0],)
         unknown = [s for s in stage3 if s not in service.stage3]
         if unknown:
-            raise ServeError(404, "unknown_model", f"no Stage 3 model called {unknown[0]!r}; served: "
+            raise ServeError(404, "model_not_found", f"no Stage 3 model called {unknown[0]!r}; served: "
                              f"{', '.join(service.stage3)}")  # fmt: skip
         default_k = service.info()["k_default"]
         k = _int(form.get("k"), "k", default_k, low=0, high=16)
@@ -161,7 +166,7 @@ def create_app(service: HikariService, config: ServeConfig | None = None, *, all
                              "send k=0")  # fmt: skip
         budget = _int(form.get("max_new_tokens"), "max_new_tokens", None, low=1, high=config.max_new_tokens)
         text = str(form.get("text") or "").strip() or None
-        probabilities = str(form.get("probabilities", "true")).lower() not in ("false", "0", "no")
+        probabilities = _flag(form.get("probabilities"), "probabilities", True)
         job = CascadeRequest(image, name, text, k, stage3, budget, probabilities)
         result = await worker.submit(("cascade", k, stage3, budget, probabilities), job)
         return _cascade_json(result, service, image)
@@ -176,14 +181,23 @@ def create_app(service: HikariService, config: ServeConfig | None = None, *, all
         if not isinstance(body, dict):
             raise ServeError(400, "invalid_request", "the request body must be a JSON object")
         model = body.get("model")
+        if model is None:
+            raise ServeError(400, "missing_parameter", "'model' is required: one of " + ", ".join(service.models))
         if model not in service.models:
             raise ServeError(404, "model_not_found", f"no model called {model!r}; served: "
                              f"{', '.join(service.models)} (GET /v1/models)")  # fmt: skip
         messages = await run_in_threadpool(_chat_messages, body.get("messages"), allowed, config.max_pixels,
                                            service.image_max_size)  # fmt: skip
-        max_tokens = _int(body.get("max_tokens", body.get("max_completion_tokens")), "max_tokens", 256, low=1,
-                          high=config.max_new_tokens)  # fmt: skip
+        max_tokens = _json_int(body.get("max_tokens", body.get("max_completion_tokens")), "max_tokens",
+                               min(256, config.max_new_tokens), low=1, high=config.max_new_tokens)  # fmt: skip
         temperature = _float(body.get("temperature"), "temperature", 0.0, low=0.0, high=2.0)
+        if body.get("n", 1) != 1 or isinstance(body.get("n"), bool):
+            raise ServeError(400, "invalid_parameter", f"n must be 1 (one answer per request), got {body['n']!r}")
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise ServeError(400, "invalid_parameter", f"stream must be true or false, got {stream!r}")
+        options = body.get("stream_options") or {}
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
         job = ChatRequest(model, messages, max_tokens, temperature)
         answer = await worker.submit(("chat", model, max_tokens, temperature), job)
         finish, prompt_tokens, completion_tokens = answer.finish_reason, answer.prompt_tokens, answer.completion_tokens
@@ -191,15 +205,18 @@ def create_app(service: HikariService, config: ServeConfig | None = None, *, all
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                  "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
-        if body.get("stream"):
-            return StreamingResponse(_sse(cid, created, model, content, reasoning, finish, usage),
+        if stream:
+            return StreamingResponse(_sse(cid, created, model, content, reasoning, finish,
+                                          usage if include_usage else None),
                                      media_type="text/event-stream")  # fmt: skip
         message = {"role": "assistant", "content": content, "reasoning_content": reasoning}
         return JSONResponse({"id": cid, "object": "chat.completion", "created": created, "model": model,
                              "choices": [{"index": 0, "message": message, "finish_reason": finish,
                                           "logprobs": None}], "usage": usage})  # fmt: skip
 
-    return BodyLimit(app, max_bytes=int(config.max_upload_mb * 2**20), api_key=api_key)
+    wrapped = BodyLimit(app, max_bytes=int(config.max_upload_mb * 2**20), api_key=api_key)
+    wrapped.worker = worker  # type: ignore[attr-defined]  # for the server's shutdown (see `hikari.serve.run`)
+    return wrapped
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -240,6 +257,28 @@ def _int(value: Any, name: str, fallback: int | None, *, low: int, high: int) ->
     return number
 
 
+def _json_int(value: Any, name: str, fallback: int, *, low: int, high: int) -> int:
+    """An integer field of a JSON body: a JSON number without a fraction (not "8", not 8.5)."""
+    if value is None:
+        return fallback
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ServeError(400, "invalid_parameter", f"{name} must be a whole number, got {value!r}")
+    number = int(value)
+    if not low <= number <= high:
+        raise ServeError(400, "invalid_parameter", f"{name} must be between {low} and {high}, got {number}")
+    return number
+
+
+def _flag(value: Any, name: str, fallback: bool) -> bool:
+    """A true/false form field."""
+    if value is None or value == "":
+        return fallback
+    text = str(value).strip().lower()
+    if text not in ("true", "false", "1", "0", "yes", "no"):
+        raise ServeError(400, "invalid_parameter", f"{name} must be true or false, got {value!r}")
+    return text in ("true", "1", "yes")
+
+
 def _float(value: Any, name: str, fallback: float, *, low: float, high: float) -> float:
     if value is None:
         return fallback
@@ -258,13 +297,19 @@ def _image_from_url(url: str, allowed: Path | None, max_pixels: int, max_size: i
         except (binascii.Error, ValueError):
             raise ServeError(400, "invalid_image_url", f"{where}: the data URI is not valid base64") from None
         return _decode(data, where, max_pixels, max_size)
-    if url.startswith("file://"):
+    if url.startswith("file:"):
         if allowed is None:
             raise ServeError(403, "file_urls_disabled", f"{where}: file URLs are off; start the server with "
                              "--allowed-folder DIR to read pictures under DIR")  # fmt: skip
-        path = Path(url.removeprefix("file://")).resolve()
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ServeError(400, "invalid_image_url", f"{where}: a file URL names a local absolute path "
+                             "(file:///dir/picture.png)")  # fmt: skip
+        path = Path(unquote(parts.path)).resolve()
         if not path.is_relative_to(allowed):
-            raise ServeError(403, "path_not_allowed", f"{where}: {path} is outside the allowed folder {allowed}")
+            raise ServeError(403, "path_not_allowed", f"{where}: the picture is outside the allowed folder {allowed}")
+        if path.is_dir():
+            raise ServeError(400, "invalid_image_url", f"{where}: {path} is a folder, not a picture")
         if not path.is_file():
             raise ServeError(404, "file_not_found", f"{where}: {path} does not exist")
         return _decode(path.read_bytes(), f"{where} ({path.name})", max_pixels, max_size)
@@ -336,7 +381,7 @@ def _split_reasoning(text: str) -> tuple[str | None, str]:
 
 
 async def _sse(cid: str, created: int, model: str, text: str, reasoning: str | None, finish: str,
-               usage: dict[str, int]) -> AsyncIterator[bytes]:  # fmt: skip
+               usage: dict[str, int] | None) -> AsyncIterator[bytes]:  # fmt: skip
     """The answer as OpenAI's stream of chat.completion.chunk events (role, content, finish, [DONE])."""
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
 
@@ -349,7 +394,7 @@ async def _sse(cid: str, created: int, model: str, text: str, reasoning: str | N
         yield event({"reasoning_content": reasoning})
     for piece in _pieces(text):
         yield event({"content": piece})
-    yield event({}, finish, usage=usage)
+    yield event({}, finish, **({"usage": usage} if usage is not None else {}))
     yield b"data: [DONE]\n\n"
 
 

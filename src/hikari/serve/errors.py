@@ -13,7 +13,8 @@ from starlette.responses import JSONResponse
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 413: "request_too_large", 415: "invalid_request_error",
-               422: "invalid_request_error", 503: "server_busy", 500: "server_error"}  # fmt: skip
+               405: "invalid_request_error", 422: "invalid_request_error", 503: "server_busy",
+               500: "server_error"}  # fmt: skip
 
 
 class ServeError(Exception):
@@ -33,4 +34,5 @@ def error_response(err: ServeError) -> JSONResponse:
 
 
 def error_bytes(status: int, code: str, message: str) -> bytes:
-    return json.dumps(error_body(status, code, message)).encode()
+    # compact, as JSONResponse writes the other error bodies
+    return json.dumps(error_body(status, code, message), ensure_ascii=False, separators=(",", ":")).encode()

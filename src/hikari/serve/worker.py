@@ -19,6 +19,10 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
+class ShuttingDown(Exception):
+    """The server is stopping: requests still waiting are answered at once instead of being cut off."""
+
+
 class QueueFull(Exception):
     """The request queue is full: the client should retry after `retry_after` seconds."""
 
@@ -56,6 +60,7 @@ class BatchingWorker:
         self.seconds_per_batch = 1.0  # running mean, for Retry-After
         self.batches = 0
         self.items = 0
+        self.closing = False
 
     async def start(self) -> None:
         self.queue = asyncio.Queue(maxsize=self.queue_size)
@@ -71,8 +76,19 @@ class BatchingWorker:
     def waiting(self) -> int:
         return self.queue.qsize() if self.queue is not None else 0
 
+    def shut(self) -> None:
+        """Begin stopping (call on the event loop): refuse new requests and fail the waiting ones with
+        `ShuttingDown`; the batch already running finishes and is answered."""
+        self.closing = True
+        while self.queue is not None and not self.queue.empty():
+            job = self.queue.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(ShuttingDown("the server is shutting down; send the request again later"))
+
     async def submit(self, key: Hashable, payload: Any) -> Any:
         assert self.queue is not None, "the worker has not been started"
+        if self.closing:
+            raise ShuttingDown("the server is shutting down; send the request again later")
         job = Job(key, payload, asyncio.get_running_loop().create_future())
         try:
             self.queue.put_nowait(job)

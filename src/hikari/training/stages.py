@@ -124,7 +124,10 @@ def prepare_model(config: RunConfig, output_dir: Path) -> tuple[torch.nn.Module,
         lo = config.lora
         model = add_lora(model, r=lo.r, alpha=lo.alpha, dropout=lo.dropout, target=lo.target, seed=config.train.seed)
     if m.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name is deprecated
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     return model, processor, base
 

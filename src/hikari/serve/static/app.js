@@ -35,8 +35,29 @@ async function loadInfo() {
   for (const k of ks) option($("k"), k, k === 0 ? "none" : `${k}`);
   $("k").value = info.k_default;
   $("key-label").hidden = !info.api_key;
+  if (info.api_key && !($("key").value || localStorage.getItem("hikari-key"))) askForKey(false);
   $("models").textContent = `Stage 1: ${info.stage1} · Stage 2: ${info.stage2} · Stage 3: ${info.stage3.join(", ")}` +
     (info.references ? " · reference index loaded" : " · no reference index");
+}
+
+function askForKey(refused) {
+  document.querySelector("#input details").open = true;
+  $("key-label").hidden = false;
+  $("key").focus();
+  setStatus(refused ? "The API key was refused: enter the key this server was started with (Options)."
+    : "This server needs an API key: enter it under Options.", refused);
+}
+
+// Thumbnails come from the API too, so they need the key: fetched, then shown from a blob URL.
+async function thumbnail(img, url) {
+  try {
+    const response = await fetch(url, { headers: headers() });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    img.src = URL.createObjectURL(await response.blob());
+  } catch (err) {
+    img.alt = `thumbnail unavailable (${err.message})`;
+    img.classList.add("missing");
+  }
 }
 
 function choose(file) {
@@ -93,7 +114,7 @@ function show(result) {
     const figure = document.createElement("figure");
     figure.className = "reference";
     figure.innerHTML = `<img alt=""><figcaption><span class="label"></span><span class="score"></span></figcaption>`;
-    figure.querySelector("img").src = ref.thumbnail_url;
+    thumbnail(figure.querySelector("img"), ref.thumbnail_url);
     figure.querySelector("img").alt = `reference case: ${ref.disease}`;
     figure.querySelector(".label").textContent = ref.disease;
     figure.querySelector(".score").textContent = `similarity ${ref.score.toFixed(3)}`;
@@ -129,6 +150,10 @@ async function run() {
   try {
     const response = await fetch("/v1/cascade", { method: "POST", body: form, headers: headers() });
     const body = await response.json();
+    if (response.status === 401) {
+      askForKey(Boolean($("key").value));
+      return;
+    }
     if (!response.ok) {
       setStatus(body.error ? body.error.message : `error ${response.status}`, true);
       return;
