@@ -14,6 +14,7 @@ writes its artifact under the run directory, so any stage can be rerun alone wit
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ DEMO_OVERRIDES = [
 ]
 # Optimizer steps per stage: enough for the tiny model to learn each task, small enough for 2 CPU cores.
 DEMO_STEPS = {"subaru": 300, "deneb": 800, "sirius": 300, "stage3": 240}
+# The training-run folders a demo writes under --out (removed before it trains them again).
+DEMO_RUN_FOLDERS = ("subaru", "deneb", "sirius", "stage3")
 # Stage 3 recipes trained at once (one process and one torch thread each): the demo machine has 2 cores.
 DEMO_WORKERS = max(1, min(2, os.cpu_count() or 1))
 # Stage 3 runs only: evaluate and probe with a caption-sized budget (the references are ~55 words).
@@ -107,6 +110,11 @@ def run_demo(out: Path, *, n: int | None = None, seed: int = 0, console: Console
     )
     console.print(f"base model: {base}")
     lap("tiny_model")
+
+    # A new demo replaces the previous demo's runs (they are rebuilt exactly; a training run into a finished run's
+    # folder would set the old one aside in replaced-<time>/, and reruns would pile those up).
+    for name in DEMO_RUN_FOLDERS:
+        shutil.rmtree(out / name, ignore_errors=True)
 
     def stage(recipe: str, step: str, extra: list[str]) -> dict[str, Any]:
         console.rule(f"{step} {recipe}")
