@@ -4,6 +4,7 @@ item is done exactly once."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,28 @@ def test_training_counts_the_unreadable_images_and_trains_on_the_rest(damaged: D
     info = json.loads((tmp_path / "run" / "run_info.json").read_text())
     assert info["data"]["skipped"]["unreadable_image"] >= 5  # the train bomb and the val part's unreadable ones
     assert info["data"]["parts"]["val"] == len(damaged.val_names) - len(UNREADABLE) - len(LEFT_OUT)
+
+
+def test_a_reference_deleted_after_the_index_was_built_is_named_and_the_queries_still_answered(
+    damaged: Damaged, tiny_model_dir: Path, tiny_encoders_dir: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(damaged.root, root, symlinks=True)
+    built = hikari("retrieve", "build", "--data", str(root), "--split", str(damaged.split), "--encoder",
+                   str(tiny_encoders_dir), "--out", str(tmp_path / "index"))  # fmt: skip
+    assert built.returncode == 0, built.stderr[-2000:]
+    references = json.loads((tmp_path / "index" / "references.json").read_text())
+    gone = [Path(r["image_path"]) for r in references[::2]]
+    for path in gone:  # half the reference pictures, deleted after the index was built
+        path.unlink()
+    out = tmp_path / "rag.jsonl"
+    result = hikari("predict", "--model", str(tiny_model_dir), "--data", str(root), "--split", str(damaged.split),
+                    "--task", "disease", "--out", str(out), "--max-new-tokens", "2", "--refs", str(tmp_path / "index"),
+                    "-k", "3", "--limit", "12")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = read_predictions(out)
+    readable = [p for p in lines if p.file_name not in {damaged.val[k] for k in UNREADABLE}]
+    assert readable and all(p.status == "success" for p in readable)  # no query blamed for its references
+    assert "unreadable reference images" in result.stderr
+    named = [p.name for p in gone if p.name in result.stderr]
+    assert named, result.stderr[-2000:]
