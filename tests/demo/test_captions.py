@@ -11,10 +11,13 @@ from hikari.demo.captions import (
     MIN_WORDS,
     RARE_DISEASES,
     RARE_VOCAB,
+    LesionFacts,
     caption_corpus,
+    facts_sentence,
     synth_caption,
     vocab_for,
 )
+from hikari.demo.synth_images import SKIN_TONES, render_picture
 
 _RECOMMENDATION = re.compile(r"recommend|advis|biopsy|dermoscop|examination|seek medical|suggested|required|should")
 _DIAGNOSIS = re.compile(r"consistent with|may indicate|suggests|suggestive of|compatible with")
@@ -32,11 +35,43 @@ def test_caption_shape_and_content(disease: str) -> None:
         assert MIN_WORDS <= len(caption.split()) <= MAX_WORDS, caption
         sentences = _sentences(caption)
         assert 3 <= len(sentences) <= 5, caption
+        assert any(s.startswith(('A single', *(w.capitalize() for w in _COUNTS))) for s in sentences[1:3]), caption
         assert _DIAGNOSIS.search(" ".join(sentences[:2])), caption  # morphology → "consistent with X"
         assert _RECOMMENDATION.search(sentences[-1].lower()), caption  # ends with a recommendation
         lower = caption.lower()
         names = ALIASES[disease] if disease in ALIASES else RARE_VOCAB[disease].names
         assert any(name.lower() in lower for name in names), (disease, caption)
+
+
+_COUNTS = ("two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen",
+           "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty", "more")
+
+
+def test_caption_follows_the_picture() -> None:
+    """The image-determined words change with the facts of the picture and nothing else does for one rng state:
+    the synthetic caption varies with the image as a real one does (the guard's distinct-2 reads that)."""
+    small = LesionFacts(1, "small", 4, "upper left")
+    large = LesionFacts(7, "large", 30, "centre")
+    a = synth_caption(random.Random(5), DISEASES[0], small, 1)
+    b = synth_caption(random.Random(5), DISEASES[0], large, 6)
+    assert "A single small lesion of 4 mm, upper left of the picture, on very fair skin." in a
+    assert "Seven large lesions up to 30 mm, centre of the picture, on deeply pigmented skin." in b
+    assert a != b
+    assert synth_caption(random.Random(5), DISEASES[0], small, 1) == a
+    assert facts_sentence(LesionFacts(25, "small", 3, "left"), 2).startswith("More than twenty small lesions")
+    with pytest.raises(ValueError, match="fitzpatrick"):
+        facts_sentence(small, 7)
+
+
+def test_rendered_facts_follow_the_drawing() -> None:
+    """The renderer's facts are what it drew: one lesion for a single-lesion style, many for scattered papules,
+    and the place flips with the picture (a lesion's mass centre in the left third is reported 'left')."""
+    _, _, _, nevus = render_picture(0, 3, DISEASES[6], SKIN_TONES[0])
+    _, _, _, acne = render_picture(0, 3, DISEASES[9], SKIN_TONES[0])
+    assert nevus.count == 1 and acne.count >= 8
+    assert acne.size == "small" and nevus.diameter_mm >= 1
+    places = {render_picture(0, k, DISEASES[6], SKIN_TONES[2])[3].place for k in range(40)}
+    assert len(places) >= 5  # lesions land all over the picture, and the facts say where
 
 
 def test_captions_are_deterministic_for_an_rng_state() -> None:

@@ -18,10 +18,11 @@ import random
 from dataclasses import dataclass
 
 from hikari.data.labels import DISEASES
+from hikari.demo.synth_images import FIELD_MM, PLACE_WORDS, SIZE_WORDS, LesionFacts
 
 # Words per caption the generator aims for (the real English captions average ~61 words).
 MIN_WORDS = 40
-MAX_WORDS = 70
+MAX_WORDS = 80
 
 
 @dataclass(frozen=True)
@@ -351,38 +352,79 @@ def _capitalise(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _one_caption(rng: random.Random, vocab: CaptionVocab) -> str:
-    name = rng.choice(vocab.names)
-    desc = f"{rng.choice(vocab.colours)} {rng.choice(vocab.lesions)} on the {rng.choice(vocab.sites)}"
-    if rng.random() < 0.7:
-        desc += f" {rng.choice(vocab.details)}"
+# How a caption names the skin of Fitzpatrick types I..VI (the picture's background shows it).
+SKIN_WORDS = ("very fair", "fair", "light brown", "medium brown", "dark brown", "deeply pigmented")
+_NUMBER_WORDS = ("", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                 "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+                 "twenty")  # fmt: skip
+
+
+def facts_sentence(facts: LesionFacts, fitzpatrick: int) -> str:
+    """The sentence of a caption that states what the picture shows (how many lesions, their size, where, on which
+    skin): with the description's colour and lesion words, the part of a synthetic caption that varies with the
+    image, as a real caption's description does."""
+    if not 1 <= fitzpatrick <= len(SKIN_WORDS):
+        raise ValueError(f"fitzpatrick must be 1..{len(SKIN_WORDS)}, got {fitzpatrick}")
+    skin = SKIN_WORDS[fitzpatrick - 1]
+    where = f"{facts.place} of the picture, on {skin} skin"
+    if facts.count == 1:
+        return f"A single {facts.size} lesion of {facts.diameter_mm} mm, {where}."
+    many = _NUMBER_WORDS[facts.count] if facts.count < len(_NUMBER_WORDS) else "more than twenty"
+    return f"{many[:1].upper() + many[1:]} {facts.size} lesions up to {facts.diameter_mm} mm, {where}."
+
+
+def _random_facts(rng: random.Random) -> tuple[LesionFacts, int]:
+    """Facts for a caption without a picture (text corpora): every count, size, place and skin type occurs."""
+    size = rng.choice(SIZE_WORDS)
+    facts = LesionFacts(rng.randint(1, 20) if rng.random() < 0.5 else 1, size, rng.randint(1, FIELD_MM),
+                        rng.choice(PLACE_WORDS))  # fmt: skip
+    return facts, rng.randint(1, len(SKIN_WORDS))
+
+
+def _one_caption(rng: random.Random, vocab: CaptionVocab, facts: LesionFacts, fitzpatrick: int) -> str:
+    """One caption whose words follow the picture wherever a dermatologist's would: the colour word (lesions look
+    darker on darker skin, as the painter draws them), the lesion word and surface detail (by size and number),
+    the disease's name (its form for single or several, small or large lesions), the facts sentence, the
+    background sentence (single vs several lesions) and the advice (by size: a lesion over 6 mm gets a biopsy, as
+    the ABCDE rule has it). The body site and the sentence frames are not in the picture and stay free choices."""
+    size = SIZE_WORDS.index(facts.size)
+    several = facts.count > 1
+    name = vocab.names[(size + several) % len(vocab.names)]
+    colour = vocab.colours[(fitzpatrick - 1) * len(vocab.colours) // len(SKIN_WORDS)]
+    lesion = vocab.lesions[(size + 2 * several) % len(vocab.lesions)]
+    desc = f"{colour} {lesion} on the {rng.choice(vocab.sites)}"
+    if facts.count <= 4:
+        desc += f" {vocab.details[(size + facts.count) % len(vocab.details)]}"
     if rng.random() < 0.5:
         # One sentence: "The presence of <description> is consistent with <disease>."
         first = [f"The presence of {desc} {rng.choice(_LINKS)} {name}."]
     else:
         first = [rng.choice(_OPENERS).format(desc=desc), rng.choice(_LINK_SENTENCES).format(name=name)]
-    background = rng.choice(vocab.backgrounds).format(name=_capitalise(name))
+    first.append(facts_sentence(facts, fitzpatrick))
+    background = vocab.backgrounds[several % len(vocab.backgrounds)].format(name=_capitalise(name))
     advice_pool = vocab.advice + _GENERIC_ADVICE
-    advice = [rng.choice(advice_pool)]
-    if rng.random() < 0.5:
-        extra = rng.choice(advice_pool)
-        if extra != advice[0]:
-            advice.append(extra)
+    big = facts.diameter_mm > 6
+    advice = [advice_pool[0] if big else advice_pool[1 + (fitzpatrick + size) % (len(advice_pool) - 1)]]
     return " ".join([*first, background, *advice])
 
 
-def synth_caption(rng: random.Random, disease: str) -> str:
-    """One SkinCAP-style English caption (~40-70 words, 3-5 sentences) about `disease`.
+def synth_caption(
+    rng: random.Random, disease: str, facts: LesionFacts | None = None, fitzpatrick: int | None = None
+) -> str:
+    """One SkinCAP-style English caption (~40-80 words, 4-6 sentences) about `disease`; its second sentence states
+    the picture's `facts` on skin of type `fitzpatrick` (`facts_sentence`; drawn at random when not given).
 
     Draws until the word count is within [MIN_WORDS, MAX_WORDS] (a handful of draws at most), so the result
-    depends only on the rng state and the disease.
+    depends only on the rng state, the disease and the facts.
     """
     vocab = vocab_for(disease)
-    caption = _one_caption(rng, vocab)
+    if facts is None or fitzpatrick is None:
+        facts, fitzpatrick = _random_facts(rng)
+    caption = _one_caption(rng, vocab, facts, fitzpatrick)
     for _ in range(20):
         if MIN_WORDS <= len(caption.split()) <= MAX_WORDS:
             break
-        caption = _one_caption(rng, vocab)
+        caption = _one_caption(rng, vocab, facts, fitzpatrick)
     return caption
 
 

@@ -59,8 +59,10 @@ from hikari.demo.synth_images import (
     SKIN_TONES,
     crop,
     png_bytes,
+    LesionFacts,
     reencode,
     render_canvas,
+    render_picture,
     to_image,
 )
 from hikari.utils.io import atomic_write_bytes
@@ -284,6 +286,7 @@ def write_synthetic_skincap(
     rows: list[dict[str, Any]] = []
     canvases: dict[int, tuple[np.ndarray, int, int]] = {}
     fitz_of: dict[int, int] = {}
+    facts_of: dict[int, LesionFacts] = {}  # what each picture shows (a copy or second crop shows the same)
     summary_pairs: dict[str, list[Any]] = {"same_source": [], "identical": [], "reencoded": []}
     todo: Iterable[tuple[int, str]] = zip(ids, diseases, strict=True)
     if progress:
@@ -293,10 +296,14 @@ def write_synthetic_skincap(
         fitz = fitz_of[src] if src is not None else rng.randint(1, 6)
         fitz_of[row_id] = fitz
         source = rows[src - 1]["source"] if src_kind == "same_source" else None  # one source, one dataset
-        row = _meta_row(rng, row_id, d, raw[row_id], synth_caption(rng, d), fitz, source)
+        if src is None:
+            canvas, h, w, facts_of[row_id] = render_picture(seed, row_id, d, SKIN_TONES[fitz - 1])
+        else:
+            facts_of[row_id] = facts_of[src]
+        caption = synth_caption(rng, d, facts_of[row_id], fitz)
+        row = _meta_row(rng, row_id, d, raw[row_id], caption, fitz, source)
         crop_rng = np.random.default_rng([seed, row_id, 11])
         if src is None:
-            canvas, h, w = render_canvas(seed, row_id, d, SKIN_TONES[fitz - 1])
             if row_id in crop_sources:  # keep only the canvases a second crop will need
                 canvases[row_id] = (canvas, h, w)
             png = png_bytes(to_image(crop(canvas, h, w, crop_rng)))
@@ -367,8 +374,8 @@ def _append_corrupt_rows(out: Path, rows: list[dict[str, Any]], seed: int, first
         row_id = first_id + k
         disease = DISEASES[k % len(DISEASES)]
         fitz = rng.randint(1, 6)
-        row = _meta_row(rng, row_id, disease, disease, synth_caption(rng, disease), fitz)
-        canvas, h, w = render_canvas(seed + 2_000_000, row_id, disease, SKIN_TONES[fitz - 1])
+        canvas, h, w, facts = render_picture(seed + 2_000_000, row_id, disease, SKIN_TONES[fitz - 1])
+        row = _meta_row(rng, row_id, disease, disease, synth_caption(rng, disease, facts, fitz), fitz)
         rgb = np.rint(canvas[:h, :w] * 255).astype(np.uint8)
         path = image_dir / row["skincap_file_path"]
         if kind == "missing_image":

@@ -109,8 +109,35 @@ def _blob(xx: np.ndarray, yy: np.ndarray, rng: np.random.Generator, cx: float, c
     return (rho - edge) * min(rx, ry)
 
 
-def _render(rng: np.random.Generator, style: LesionStyle, h: int, w: int, tone: tuple[float, ...]) -> np.ndarray:
-    """One (h, w, 3) float32 image in [0, 1]: skin background + the disease's lesion(s) + nuisances."""
+@dataclass(frozen=True)
+class LesionFacts:
+    """What a rendered picture shows that a caption can state and a model can see: how many lesions were drawn
+    and how large the largest is ("small" < 9 %, "medium-sized" < 20 %, else "large", radius as a fraction of
+    the picture's shorter side). Flips and crops do not change them."""
+
+    count: int
+    size: str
+    diameter_mm: int  # of the largest lesion, for a picture whose shorter side spans FIELD_MM
+    place: str  # where the lesions' centre of mass lies: one of PLACE_WORDS (thirds of the picture)
+
+
+SIZE_WORDS = ("small", "medium-sized", "large")
+FIELD_MM = 50  # the shorter side of every synthetic picture is taken to span 5 cm of skin
+# Thirds of the picture, rows then columns (a crop moves the picture by at most PAD px: rarely across a third).
+PLACE_WORDS = ("upper left", "upper middle", "upper right", "left", "centre", "right", "lower left", "lower middle",
+               "lower right")  # fmt: skip
+
+
+def size_word(radius_fraction: float) -> str:
+    """The size word of a lesion whose radius is `radius_fraction` of the picture's shorter side."""
+    return SIZE_WORDS[0] if radius_fraction < 0.09 else SIZE_WORDS[1] if radius_fraction < 0.2 else SIZE_WORDS[2]
+
+
+def _render(
+    rng: np.random.Generator, style: LesionStyle, h: int, w: int, tone: tuple[float, ...]
+) -> tuple[np.ndarray, LesionFacts]:
+    """One (h, w, 3) float32 image in [0, 1]: skin background + the disease's lesion(s) + nuisances, and the
+    facts of what was drawn."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     side = min(h, w)
     # Background: skin tone × random low-frequency illumination (this is what makes pHashes of unrelated
@@ -224,11 +251,20 @@ def _render(rng: np.random.Generator, style: LesionStyle, h: int, w: int, tone: 
 
     img = img * rng.uniform(0.94, 1.06, 3).astype(np.float32)[None, None, :]  # camera white balance
     img = img + rng.uniform(0.01, 0.025) * rng.standard_normal(img.shape, dtype=np.float32)
-    if rng.random() < 0.5:
+    flip_x = rng.random() < 0.5
+    if flip_x:
         img = img[:, ::-1]
-    if rng.random() < 0.5:
+    flip_y = rng.random() < 0.5
+    if flip_y:
         img = img[::-1]
-    return np.clip(img, 0, 1)
+    largest = max(r for _, _, r in centres) / side
+    mass = alpha.sum()
+    fy = float((alpha.sum(1) * np.arange(h)).sum() / mass / h) if mass > 0 else 0.5
+    fx = float((alpha.sum(0) * np.arange(w)).sum() / mass / w) if mass > 0 else 0.5
+    fx, fy = (1 - fx if flip_x else fx), (1 - fy if flip_y else fy)
+    place = PLACE_WORDS[3 * min(2, int(fy * 3)) + min(2, int(fx * 3))]
+    facts = LesionFacts(len(centres), size_word(largest), max(1, round(2 * largest * FIELD_MM)), place)
+    return np.clip(img, 0, 1), facts
 
 
 def to_image(arr: np.ndarray) -> Image.Image:
@@ -266,9 +302,18 @@ def render_canvas(seed: int, row_id: int, disease: str, tone: tuple[float, ...])
     Returns the (h + PAD, w + PAD, 3) float canvas and the (h, w) of the picture to crop from it, with h and w
     in [64, 112]. Depends only on (seed, row_id, disease, tone), never on generation order.
     """
+    canvas, h, w, _ = render_picture(seed, row_id, disease, tone)
+    return canvas, h, w
+
+
+def render_picture(
+    seed: int, row_id: int, disease: str, tone: tuple[float, ...]
+) -> tuple[np.ndarray, int, int, LesionFacts]:
+    """`render_canvas` and the `LesionFacts` of the picture (what its caption may state)."""
     rng = np.random.default_rng([seed, row_id, 7])
     h, w = (int(v) for v in rng.integers(64, 113, 2))
-    return _render(rng, STYLES[disease], h + PAD, w + PAD, tone), h, w
+    canvas, facts = _render(rng, STYLES[disease], h + PAD, w + PAD, tone)
+    return canvas, h, w, facts
 
 
 def crop(canvas: np.ndarray, h: int, w: int, rng: np.random.Generator) -> np.ndarray:

@@ -75,7 +75,7 @@ QWEN_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
 _EXTRA_SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
                          "<|video_pad|>")
 
-BPE_VOCAB_SIZE = 2000  # learned entries, including the 256-symbol byte alphabet
+BPE_VOCAB_SIZE = 2400  # learned entries, including the 256-symbol byte alphabet
 VOCAB_MULTIPLE = 64  # the embedding matrix is padded to a multiple of this, as Qwen pads 151,669 -> 151,936
 CAPTION_CORPUS_SIZE = 2000
 CAPTION_CORPUS_SEED = 0  # fixed: the vocabulary must not change with the weight seed
