@@ -98,7 +98,8 @@ def test_the_published_literals_are_written_once_in_the_source() -> None:
     src = Path(hikari.__file__).parent
     text = {p: p.read_text(encoding="utf-8") for p in src.rglob("*.py")}
     literals = {"beta": "0.01", "alpha": "0.9", "min_length_ratio": "0.4", "max_penalty_ratio": "10.0",
-                "max_one_liner_share": "0.5", "min_distinct_2": "0.3", "one_liner_max_words": "12"}  # fmt: skip
+                "max_one_liner_share": "0.5", "min_distinct_2_share": "0.35", "min_distinct_2": "0.0",
+                "one_liner_max_words": "12"}  # fmt: skip
     for name, value in literals.items():
         # `name ... = value`, `name ... Field(value` or `name=value`, on one line
         pattern = rf"\b{name}\b[^\n]*?[=(]\s*{re.escape(value)}(?![\d.])"

@@ -210,7 +210,10 @@ class GuardConfig(_Frozen):
     min_length_ratio: float = Field(0.4, ge=0, description="Symptom: captions shorter than this × references.")
     max_penalty_ratio: float = Field(10.0, gt=0, description="Penalty gradient above this × CE: penalty-driven.")
     max_one_liner_share: float = Field(0.5, ge=0, le=1, description="Symptom: more previous-stage one-liners.")
-    min_distinct_2: float = Field(0.3, ge=0, le=1, description="Symptom: fewer unique bigrams over all outputs.")
+    min_distinct_2_share: float = Field(0.35, ge=0, le=1, description=(
+        "Symptom (degenerate repetition): distinct-2 of the probe captions below this share of the references' over "
+        "the same images, or of the model's own step-0 captions' when those were less varied."))  # fmt: skip
+    min_distinct_2: float = Field(0.0, ge=0, le=1, description="Symptom: distinct-2 below this absolute floor (0: off).")
     one_liner_max_words: int = Field(12, ge=1, description="Longer outputs are never a one-line answer.")
     patience: int = Field(2, ge=1, description="Consecutive probes with symptoms before a collapse is declared.")
 

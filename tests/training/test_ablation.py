@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from hikari.config import load_config
 from hikari.data import prompts as P
 from hikari.training.ablation import (
     STAGE3_ABLATION,
+    AblationArm,
     AblationRow,
     diagnose_run,
     plot_run_curves,
@@ -53,15 +55,21 @@ def test_diagnose_run_flags_previous_stage_one_liners_on_the_eval_set(tmp_path: 
     assert found["guard_fired"] is False  # the guard's own verdict is reported separately
 
 
-def test_templated_captions_are_low_diversity_not_collapse(tmp_path: Path) -> None:
+def test_the_same_caption_for_every_image_is_repetition_judged_against_the_references(tmp_path: Path) -> None:
     varied = [REFERENCE, "A pink scaly patch on the elbow with silver scale, typical of psoriasis vulgaris.",
-              "Multiple violet flat papules on the wrist; lichen planus is likely, a biopsy can confirm it here."]
-    same = [REFERENCE] * 3  # reference-length, no one-liners, but the same text for every image
+              "Multiple violet flat papules on the wrist; lichen planus is likely, a biopsy can confirm it here.",
+              "Two pearly nodules with fine vessels on the nose suggest basal cell carcinoma; excision is advised.",
+              "Comedones and inflamed pustules across the forehead of a teenager are consistent with acne vulgaris.",
+              "An annular red plaque with central clearing on the cheek may indicate discoid lupus erythematosus."]
+    same = [REFERENCE] * 6  # reference-length, no one-liners, but the same text for every image
     _write_run(tmp_path / "same", same, guard={"detected": False, "cause": "", "evidence": {}}, references=varied)
     found = diagnose_run(tmp_path / "same")
-    assert not found["report"].detected  # not the published (short / one-liner) collapse
-    assert found["distinct_2"] == pytest.approx(1 / 3, abs=0.01) and found["reference_distinct_2"] > 0.9
+    assert found["distinct_2"] == pytest.approx(1 / 6, abs=0.01) and found["reference_distinct_2"] > 0.9
+    assert found["report"].detected and found["report"].cause == "degenerate repetition"
     assert found["low_diversity"]
+    # The same six captions against references that are themselves one template: nothing to blame.
+    _write_run(tmp_path / "same_refs", same, guard={"detected": False, "cause": "", "evidence": {}}, references=same)
+    assert not diagnose_run(tmp_path / "same_refs")["report"].detected
     _write_run(tmp_path / "varied", varied, guard={"detected": False, "cause": "", "evidence": {}}, references=varied)
     assert not diagnose_run(tmp_path / "varied")["low_diversity"]
 
@@ -113,11 +121,16 @@ def test_ablation_trains_evaluates_and_tabulates_from_one_stage2_run(stage_chain
     overrides = [o for o in CPU_OVERRIDES if not o.startswith("eval.enabled")]
     overrides += [f"train.learning_rate={CHAIN_LR}", "eval.limit=3", "eval.max_new_tokens=12",
                   "guard.n_probe=2", "guard.max_new_tokens=8"]  # fmt: skip
-    rows = run_stage3_ablation(deneb, tmp_path / "abl", recipes=("vega", "antares"), overrides=overrides, steps=3,
+    arms = ("vega", "antares", AblationArm.parse("antares_b1=antares:loss.beta=1.0;loss.sigma2=2"))
+    rows = run_stage3_ablation(deneb, tmp_path / "abl", recipes=arms, overrides=overrides, steps=3,
                               workers=2)  # the parallel path (spawned workers)
-    assert [r.recipe for r in rows] == ["vega", "antares"]
+    assert [r.recipe for r in rows] == ["vega", "antares", "antares_b1"]
     saved = json.loads((tmp_path / "abl" / "ablation.json").read_text())
-    assert [r["recipe"] for r in saved["rows"]] == ["vega", "antares"]
+    assert [r["recipe"] for r in saved["rows"]] == ["vega", "antares", "antares_b1"]
+    # an arm is its recipe with its own overrides on top of the common ones
+    b1 = load_config(tmp_path / "abl" / "antares_b1" / "config.resolved.yaml")
+    assert (b1.name, b1.loss.beta, b1.loss.sigma2, b1.train.max_steps) == ("antares", 1.0, 2.0, 3)
+    assert load_config(tmp_path / "abl" / "antares" / "config.resolved.yaml").loss.beta == 0.01
     for row in rows:
         assert {"bleu_4", "rouge_1", "mention_rate", "generated_words_mean"} <= set(row.metrics)
         assert Path(row.plot).read_bytes()[:4] == b"\x89PNG"
@@ -127,4 +140,17 @@ def test_ablation_trains_evaluates_and_tabulates_from_one_stage2_run(stage_chain
     # antares runs the weighted loss + ibr_ab penalty: its penalty shows up in the plotted log
     log = json.loads((tmp_path / "abl" / "antares" / "metrics.json").read_text())["train"]["log_history"]
     assert any(e.get("loss/penalty", 0) > 0 for e in log)
-    assert (tmp_path / "abl" / "ablation.md").read_text().count("\n") == 4
+    assert (tmp_path / "abl" / "ablation.md").read_text().count("\n") == 5
+
+
+def test_ablation_arms_parse_and_refuse_clearly(tmp_path: Path) -> None:
+    assert AblationArm.parse("vega") == AblationArm("vega", "vega")
+    assert AblationArm.parse("x=antares") == AblationArm("x", "antares")
+    assert AblationArm.parse("x=antares:loss.beta=1;train.seed=3").overrides == ("loss.beta=1", "train.seed=3")
+    assert AblationArm.of("my/recipe.yaml").name == "recipe"
+    with pytest.raises(ValueError, match="NAME=RECIPE"):
+        AblationArm.parse("=antares")
+    (tmp_path / "deneb").mkdir()
+    (tmp_path / "deneb" / "config.resolved.yaml").write_text("data: {dir: d, split: s.json}\n")
+    with pytest.raises(ValueError, match="distinct names"):
+        run_stage3_ablation(tmp_path / "deneb", tmp_path / "o", recipes=["vega", AblationArm("vega", "antares")])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -30,6 +31,7 @@ from hikari.training.collapse import (
     lora_delta_norm,
     previous_stage_answers,
     probe_metrics,
+    repetition_floor,
 )
 from hikari.training.data import SupervisedVLMDataset, build_examples
 from hikari.training.penalties import lora_factors, lora_penalty
@@ -166,9 +168,9 @@ def test_trainer_measured_gradient_ratio_matches_hand_computation_and_sets_no_ho
 # ---------------------------------------------------------------------------------------------------------------
 # The decision on hand-made probes
 # ---------------------------------------------------------------------------------------------------------------
-def _probe(gen: float, share: float, distinct: float, ref: float = 61.0) -> ProbeMetrics:
+def _probe(gen: float, share: float, distinct: float, ref: float = 61.0, ref_distinct: float = 0.6) -> ProbeMetrics:
     return ProbeMetrics(step=50, gen_words=gen, ref_words=ref, distinct_2=distinct, one_liner_share=share,
-                        mention_rate=None, n=8)  # fmt: skip
+                        mention_rate=None, n=8, ref_distinct_2=ref_distinct)  # fmt: skip
 
 
 FLAT = [(0, 0.0), (10, 0.50), (20, 0.51)]
@@ -204,6 +206,26 @@ def test_diagnose_names_an_active_penalty_under_a_shrinking_adapter_even_at_a_sm
 def test_diagnose_repetition_and_short_captions() -> None:
     assert diagnose(_probe(60, 0.0, 0.1)).cause == "degenerate repetition"
     assert diagnose(_probe(10, 0.0, 0.9)).cause == "short captions"
+
+
+def test_repetition_is_judged_against_the_references_and_the_starting_point() -> None:
+    """Distinct-2 0.15 is repetitive next to references at 0.6 (floor 0.35 × 0.6 = 0.21), not next to references at
+    0.3 (floor 0.105); and a model whose own step-0 captions were at 0.2 is judged against those (floor 0.07)."""
+    assert repetition_floor(_probe(60, 0.0, 0.15), GuardConfig()) == pytest.approx(0.21)
+    assert diagnose(_probe(60, 0.0, 0.15)).cause == "degenerate repetition"
+    assert not diagnose(_probe(60, 0.0, 0.15, ref_distinct=0.3)).detected
+    started_repetitive = _probe(60, 0.0, 0.2)
+    r = diagnose(_probe(60, 0.0, 0.15), start=started_repetitive)
+    assert not r.detected and r.evidence["distinct_2_floor"] == pytest.approx(0.07)
+    assert r.evidence["start_distinct_2"] == 0.2
+    started_varied = _probe(60, 0.0, 0.8)
+    assert diagnose(_probe(60, 0.0, 0.15), start=started_varied).cause == "degenerate repetition"
+    # The absolute floor (off by default) still applies when set, e.g. by an older run's config.
+    assert diagnose(_probe(60, 0.0, 0.25, ref_distinct=0.3), config=GuardConfig(min_distinct_2=0.3)).detected
+    # Without references' statistics (a probe from elsewhere) only the absolute floor is left.
+    bare = ProbeMetrics(step=1, gen_words=60, ref_words=61, distinct_2=0.01, one_liner_share=0.0, mention_rate=None,
+                        n=8)  # fmt: skip
+    assert repetition_floor(bare, GuardConfig()) == 0.0
 
 
 def test_diagnose_stays_quiet_on_healthy_captions_even_with_a_strong_penalty() -> None:
@@ -265,9 +287,10 @@ def captioner_model(tiny_model_dir: Path, probe_records: list, tmp_path_factory:
 
 def _train_with_guard(
     model_dir: Path, records: list, out: Path, *, penalty: str, beta: float, lr: float, optim: str, steps: int,
-    policy: str,
+    policy: str, targets: list[str] | None = None,
 ) -> tuple[CollapseGuard, Any]:  # fmt: skip
-    """LoRA caption training on `records` (their own captions as targets) with a guard probing those images."""
+    """LoRA caption training on `records` (their own captions as targets, or `targets`) with a guard probing those
+    images against their own captions."""
     model = add_lora(load_model(str(model_dir), dtype="fp32"), r=4, alpha=8, dropout=0.0, target="language", seed=0)
     processor = load_processor(str(model_dir))
     loss = LossConfig(penalty=penalty, beta=beta, sigma2=1.0, ce_backend="torch")
@@ -283,7 +306,8 @@ def _train_with_guard(
         save_strategy="no", report_to=[], remove_unused_columns=False, use_cpu=True, seed=0,
         average_tokens_across_devices=True,
     )  # fmt: skip
-    dataset = SupervisedVLMDataset(build_examples(records, "caption", seed=0), seed=0, max_image_size=IMAGE_SIZE,
+    trained_on = records if targets is None else [replace(r, caption=t) for r, t in zip(records, targets, strict=True)]
+    dataset = SupervisedVLMDataset(build_examples(trained_on, "caption", seed=0), seed=0, max_image_size=IMAGE_SIZE,
                                    oversample=False, augment=False)  # fmt: skip
     trainer = HikariTrainer(model=model, args=args, train_dataset=dataset, data_collator=VLMCollator(processor),
                             callbacks=[guard], loss=loss)  # fmt: skip
@@ -322,6 +346,59 @@ def test_guard_stays_quiet_on_reference_length_captions(
                 "guard/mention_rate", "guard/delta_w_norm", "guard/penalty_grad_ratio"):  # fmt: skip
         assert any(key in h for h in history), key
     assert all(h["guard/penalty_grad_ratio"] == 0.0 for h in history if "guard/penalty_grad_ratio" in h)
+
+
+@pytest.fixture(scope="module")
+def varied_records(train_records: list) -> list:
+    """8 probe images: enough captions for distinct-2 to tell one template from varied text."""
+    return train_records[:8]
+
+
+@pytest.fixture(scope="module")
+def varied_captioner(tiny_model_dir: Path, varied_records: list, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("varied") / "model"
+    return _memorised_model(tiny_model_dir, varied_records, [r.caption for r in varied_records], steps=150, out=out)
+
+
+@pytest.fixture(scope="module")
+def template_captioner(tiny_model_dir: Path, varied_records: list, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("template") / "model"
+    template = varied_records[0].caption
+    return _memorised_model(tiny_model_dir, varied_records, [template] * len(varied_records), steps=60, out=out)
+
+
+def test_guard_fires_on_repetition_that_training_caused(
+    varied_captioner: Path, varied_records: list, tmp_path: Path
+) -> None:
+    """A model that starts with image-specific captions and is trained into one template for every image: the
+    captions stay reference-length and are no one-liners, but their distinct-2 falls below the floor set by the
+    references of the same images — degenerate repetition, detected."""
+    template = [varied_records[0].caption] * len(varied_records)
+    guard, _ = _train_with_guard(varied_captioner, varied_records, tmp_path, penalty="none", beta=0.0, lr=0.1,
+                                 optim="adamw_torch", steps=12, policy="warn", targets=template)  # fmt: skip
+    assert guard.start_probe is not None and guard.start_probe.step == 0
+    assert guard.start_probe.distinct_2 > 0.5  # it started varied
+    report = guard.report()
+    assert report.detected and report.cause == "degenerate repetition", report.message
+    last = guard.probes[-1]
+    assert last.distinct_2 < report.evidence["distinct_2_floor"] and last.one_liner_share == 0.0
+    assert last.gen_words >= 0.5 * last.ref_words
+
+
+def test_guard_does_not_blame_a_model_that_started_repetitive(
+    template_captioner: Path, varied_records: list, tmp_path: Path
+) -> None:
+    """The same template captions from a model that wrote them before training started: judged against its own
+    step-0 captions, nothing collapsed (an absolute distinct-2 threshold of 0.3 would have fired)."""
+    template = [varied_records[0].caption] * len(varied_records)
+    guard, _ = _train_with_guard(template_captioner, varied_records, tmp_path, penalty="none", beta=0.0, lr=1e-4,
+                                 optim="adamw_torch", steps=4, policy="warn", targets=template)  # fmt: skip
+    assert guard.start_probe is not None and guard.start_probe.distinct_2 < 0.3
+    last = guard.probes[-1]
+    assert last.distinct_2 < 0.3  # still the template: an absolute floor would call this a collapse
+    report = guard.report()
+    assert not report.detected, report.message
+    assert diagnose(last, config=GuardConfig(min_distinct_2=0.3)).detected
 
 
 def test_caption_recipe_writes_guard_findings_to_metrics(stage_chain: StageChain) -> None:

@@ -21,17 +21,29 @@ def stage3_command(
     split: Path | None = typer.Option(None, "--split", help="Split JSON (default: the Stage 2 run's)."),
     out: Path = typer.Option(Path("runs/ablation_stage3"), "--out", help="Ablation directory."),
     recipes: list[str] = typer.Option([], "--recipe", help="Only these recipes (repeatable; default: all six)."),
+    arms: list[str] = typer.Option(
+        [], "--arm",
+        help="An extra row: NAME=RECIPE:KEY=VALUE;KEY=VALUE (repeatable), e.g. antares_b1=antares:loss.beta=1",
+    ),
     overrides: list[str] = typer.Option([], "--set", help="Override for every recipe: --set train.epochs=1"),
     steps: int | None = typer.Option(None, "--steps", help="train.max_steps for every recipe."),
     workers: int = typer.Option(1, "--workers", help="Recipes trained at once (CPU: cores; one GPU: 1)."),
 ) -> None:
-    """Train rigel, vega, antares, antares_ckpt, antares_as_run and sts_safe from one Stage 2 run; table + PNGs."""
+    """Train rigel, vega, antares, antares_ckpt, antares_as_run and sts_safe (or the --recipe/--arm rows) from one
+    Stage 2 run; table + PNGs."""
     # CLI start-up time: torch, transformers, peft
-    from hikari.training.ablation import STAGE3_ABLATION, render_ablation_markdown, run_stage3_ablation
+    from hikari.training.ablation import (
+        STAGE3_ABLATION,
+        AblationArm,
+        render_ablation_markdown,
+        run_stage3_ablation,
+    )
 
     try:
+        extra = [AblationArm.parse(a) for a in arms]
+        chosen = [*(recipes or ([] if extra else STAGE3_ABLATION)), *extra]
         rows = run_stage3_ablation(
-            stage2_run, out, recipes=recipes or STAGE3_ABLATION, data_dir=data, split=split,
+            stage2_run, out, recipes=chosen, data_dir=data, split=split,
             overrides=overrides, steps=steps, workers=workers, console=console,
         )  # fmt: skip
     except (ConfigError, FileNotFoundError, ValueError) as exc:

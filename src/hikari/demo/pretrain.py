@@ -43,8 +43,7 @@ from tqdm.auto import trange
 
 from hikari.data import prompts as P
 from hikari.data.labels import ALIASES, DISEASES, GROUPS
-from hikari.demo.captions import caption_corpus
-from hikari.demo.captions import SKIN_WORDS
+from hikari.demo.captions import SKIN_WORDS, caption_corpus
 from hikari.demo.synth_images import SIZE_WORDS, SKIN_TONES, STYLES, LesionFacts, crop, render_picture, to_image
 from hikari.models.batching import VLMCollator
 from hikari.models.load import load_model, load_processor
@@ -203,7 +202,8 @@ def warm_up_vision(
 
     A linear head reads the mean of each image's merged tokens (the ones the language model receives) and of
     its DeepStack features, concatenated: (N_images, (1 + n_deepstack) x text_hidden). Loss: cross-entropy for
-    colour, shape, skin type, size and count band, binary cross-entropy for each surface mark. The head is discarded afterwards.
+    colour, shape, skin type, size and count band, binary cross-entropy for each surface mark. The head is
+    discarded afterwards.
     """
     colours, shapes, textures = list(_COLOURS), list(_SHAPES), list(_TEXTURES)
     # Class heads: colour, shape, skin type, size, count band; then one logit per surface mark.

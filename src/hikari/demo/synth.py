@@ -57,9 +57,9 @@ from hikari.demo.captions import RARE_DISEASES, synth_caption
 from hikari.demo.synth_images import (
     REENCODINGS,
     SKIN_TONES,
+    LesionFacts,
     crop,
     png_bytes,
-    LesionFacts,
     reencode,
     render_canvas,
     render_picture,

@@ -10,7 +10,8 @@ overrides, then for each:
   shorter than the references or mostly the previous stage's one-line answer — the published failure), using the
   guard's gradient evidence (penalty/CE gradient ratio, ΔW trend) to name the cause — and reports separately
   whether the guard fired *during* training (`guard_fired`), so the table shows both what happened and whether the
-  monitor saw it in time; low diversity across images (distinct-2 below half the references') is its own flag;
+  monitor saw it in time; repetition is judged relative to the references of the same images
+  (`collapse.repetition_floor`) and flagged as low diversity;
 * draws one PNG of the loss components (CE, weighted CE, penalty) and the adapter's ΔW norm over steps.
 
 Results go to `OUT/ablation.json` and `OUT/ablation.md` (atomic writes); each recipe's run directory is
@@ -45,8 +46,36 @@ CAPTION_COLUMNS = ("bleu_1", "bleu_2", "bleu_4", "rouge_1", "rouge_l", "mention_
 # Series drawn per recipe: loss components (left panel) and adapter measurements (right panel).
 LOSS_SERIES = ("loss/ce", "loss/weighted_ce", "loss/penalty")
 ADAPTER_SERIES = ("guard/delta_w_norm",)
-# Captions count as low-diversity when their distinct-2 over the eval set is below this share of the references'.
-LOW_DIVERSITY_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class AblationArm:
+    """One row of an ablation: a recipe run under its own `name` with `overrides` applied after the ablation's
+    common ones (e.g. `antares` at another β: `AblationArm("antares_8b_eq", "antares", ("loss.beta=0.3",))`)."""
+
+    name: str
+    recipe: str
+    overrides: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> AblationArm:
+        """`NAME=RECIPE[:KEY=VALUE[;KEY=VALUE...]]` (the CLI's `--arm`), or a plain recipe name or YAML path."""
+        if "=" not in text.split(":", 1)[0]:
+            return cls.of(text)
+        name, rest = text.split("=", 1)
+        recipe, _, sets = rest.partition(":")
+        if not name.strip() or not recipe.strip():
+            raise ValueError(f"--arm {text!r}: expected NAME=RECIPE[:KEY=VALUE;...], e.g. "
+                             "antares_b1=antares:loss.beta=1")  # fmt: skip
+        return cls(name.strip(), recipe.strip(), tuple(x.strip() for x in sets.split(";") if x.strip()))
+
+    @classmethod
+    def of(cls, recipe: str | AblationArm) -> AblationArm:
+        """An arm as given, or a recipe (name or YAML path) under its own name."""
+        if isinstance(recipe, AblationArm):
+            return recipe
+        name = Path(recipe).stem if str(recipe).endswith((".yaml", ".yml")) else str(recipe)
+        return cls(name, str(recipe))
 
 
 @dataclass
@@ -147,20 +176,19 @@ def diagnose_run(run_dir: str | Path) -> dict[str, Any]:
     references = [p.ground_truth for p in predictions]
     diseases = [p.disease for p in predictions] if all(p.disease for p in predictions) else None
     probe = probe_metrics(outputs, references, diseases=diseases, previous_answers=previous_stage_answers())
-    # Collapse here means the published failure: captions far shorter than the references or the previous
-    # stage's one-line answers (supervision collapse). Low diversity across images (templated, image-blind
-    # captions) is reported separately: on the tiny default *every* recipe, the healthy baselines included,
-    # writes near-template captions, so counting it as collapse would flag them all and tell nothing apart.
+    # The guard's own rules (its run's GuardConfig) on the whole eval set: captions far shorter than the
+    # references, mostly the previous stage's one-line answers, or repetitive relative to the references of the
+    # same images (`repetition_floor`).
     report = diagnose(
         probe, penalty_ratio=evidence.get("penalty_grad_ratio"), delta_w_history=history, base_norm=base_norm,
-        config=GuardConfig(min_distinct_2=0.0),
+        config=_guard_config(run_dir),
     )
     reference_distinct_2 = distinct_n(references, 2)
     return {
         "report": report,
         "distinct_2": probe.distinct_2,
         "reference_distinct_2": reference_distinct_2,
-        "low_diversity": probe.distinct_2 < LOW_DIVERSITY_SHARE * reference_distinct_2,
+        "low_diversity": "low_distinct_2" in report.evidence["symptoms"],
         "guard_fired": bool(guard.get("detected")),
         "guard_cause": str(guard.get("cause") or ""),
         "history": history,
@@ -169,11 +197,21 @@ def diagnose_run(run_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def _guard_config(run_dir: Path) -> GuardConfig:
+    """The run's own guard settings (config.resolved.yaml), or the defaults when it has none."""
+    path = run_dir / "config.resolved.yaml"
+    if path.is_file():
+        resolved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if isinstance(resolved.get("guard"), dict):
+            return GuardConfig(**resolved["guard"])
+    return GuardConfig()
+
+
 def run_stage3_ablation(
     stage2_run: str | Path,
     out: str | Path,
     *,
-    recipes: Sequence[str] = STAGE3_ABLATION,
+    recipes: Sequence[str | AblationArm] = STAGE3_ABLATION,
     data_dir: str | Path | None = None,
     split: str | Path | None = None,
     overrides: Sequence[str] = (),
@@ -186,7 +224,8 @@ def run_stage3_ablation(
     Args:
         stage2_run: a finished Stage 2 run directory (deneb), the `model.previous_run` of every recipe.
         out: ablation directory; recipe runs go to `out/<recipe>`, the table to `out/ablation.{json,md}`.
-        recipes: built-in recipe names or YAML paths (default: the six Stage 3 recipes).
+        recipes: built-in recipe names, YAML paths or `AblationArm`s (a recipe under another name with its own
+            overrides; default: the six Stage 3 recipes).
         data_dir, split: default to the Stage 2 run's own data and split.
         overrides: `key=value` overrides applied to every recipe alike (e.g. CPU settings).
         steps: `train.max_steps` for every recipe (None: the recipes' own schedule).
@@ -201,15 +240,21 @@ def run_stage3_ablation(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     configs = []
-    for recipe in recipes:
-        name = Path(recipe).stem if str(recipe).endswith((".yaml", ".yml")) else str(recipe)
+    arms = [AblationArm.of(r) for r in recipes]
+    names = [arm.name for arm in arms]
+    if len(set(names)) != len(names):
+        raise ValueError(f"ablation arms need distinct names, got {names}")
+    for arm in arms:
+        name = arm.name
         config = load_config(
-            resolve_recipe(recipe),
+            resolve_recipe(arm.recipe),
             [f"data.dir={data_dir}", f"data.split={split}", f"model.previous_run={stage2_run}",
-             f"output_dir={out / name}", *overrides, *([f"train.max_steps={steps}"] if steps else [])],
+             f"output_dir={out / name}", *overrides, *([f"train.max_steps={steps}"] if steps else []),
+             *arm.overrides],
         )  # fmt: skip
         if config.task != "caption":
-            raise ValueError(f"{recipe}: the Stage 3 ablation takes caption recipes, this one's task is {config.task}")
+            raise ValueError(f"{arm.recipe}: the Stage 3 ablation takes caption recipes, this one's task is "
+                             f"{config.task}")  # fmt: skip
         configs.append((name, config))
 
     rows: list[AblationRow] = []

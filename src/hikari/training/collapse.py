@@ -18,9 +18,13 @@ gradient on A yet — and the adapter is held near zero while the merged previou
 * the adapter's weight change Σ over adapted modules ‖scale·B·A‖_F (`lora_delta_norm`), tracked over steps;
 * every `probe_every` steps and at the last step, greedy captions of a few fixed probe images from the in-memory
   model: mean length vs the references (words), distinct-2 over all outputs, the share of outputs that are a
-  previous stage's one-line answer, and the disease mention rate.
+  previous stage's one-line answer, and the disease mention rate — and once before the first step (the
+  model's own starting point).
 
-A probe whose captions are too short, repetitive or previous-stage one-liners has *symptoms*; `patience`
+A probe whose captions are too short, repetitive or previous-stage one-liners has *symptoms*. Repetition is
+relative (`repetition_floor`): distinct-2 below a share of the references' over the same probe images, or of the
+step-0 captions' when the model started less varied — distinct-n depends on how many and how long the texts are,
+and a weak model's healthy captions can sit under any fixed threshold (the tiny default's did). `patience`
 consecutive such probes (or symptoms at the last step) make a detected collapse. `diagnose` names the cause
 the evidence supports — "penalty-driven collapse" (penalty gradient ≫ CE gradient and ΔW not growing),
 "previous-stage answers", "degenerate repetition" or "short captions" — with a remedy. Policy "warn" logs it and
@@ -126,6 +130,7 @@ class ProbeMetrics:
     one_liner_share: float
     mention_rate: float | None  # % of captions naming the image's true disease; None without diseases
     n: int
+    ref_distinct_2: float | None = None  # distinct-2 of the references of the same images
 
     @property
     def length_ratio(self) -> float:
@@ -150,7 +155,18 @@ def probe_metrics(
     ref = sum(len(r.split()) for r in references) / len(references)
     share = sum(is_previous_answer(v, previous_answers, max_words=one_liner_max_words) for v in visible) / len(visible)
     mention = disease_mention_rate(visible, diseases) if diseases else None
-    return ProbeMetrics(step, gen, ref, distinct_n(visible, 2), share, mention, len(visible))
+    return ProbeMetrics(step, gen, ref, distinct_n(visible, 2), share, mention, len(visible), distinct_n(references, 2))
+
+
+def repetition_floor(probe: ProbeMetrics, config: GuardConfig, start: ProbeMetrics | None = None) -> float:
+    """The distinct-2 below which a probe's captions count as degenerate repetition: `min_distinct_2_share` of the
+    references' distinct-2 over the same images — or of the model's own step-0 captions' (`start`) when those
+    were less varied, so that a model that never wrote varied text is not blamed for a collapse it did not have —
+    and never below the absolute floor `min_distinct_2`. Distinct-n depends on how many and how long the texts
+    are, so a probe is compared with texts of the same images, never with a fixed number."""
+    candidates = [d for d in (probe.ref_distinct_2, start.distinct_2 if start is not None else None) if d]
+    relative = config.min_distinct_2_share * min(candidates) if candidates else 0.0
+    return max(relative, config.min_distinct_2)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -238,10 +254,12 @@ def diagnose(
     base_norm: float | None = None,
     config: GuardConfig = GuardConfig(),
     step: int = 0,
+    start: ProbeMetrics | None = None,
 ) -> CollapseReport:
     """Symptoms of one probe (plus the gradient evidence) → a report; `detected` = the captions have symptoms.
 
-    The thresholds are `config`'s (`min_length_ratio`, `max_one_liner_share`, `min_distinct_2` for the captions,
+    The thresholds are `config`'s (`min_length_ratio`, `max_one_liner_share`, and for repetition
+    `repetition_floor` — relative to the references and to `start`, the model's step-0 probe — for the captions;
     `max_penalty_ratio` for the gradient).
 
     A penalty (on, and above all when it dominates the gradient) is named as the cause of collapsed captions
@@ -264,7 +282,7 @@ def diagnose(
             caption_symptoms.append("short_captions")
         if probe.one_liner_share > config.max_one_liner_share:
             caption_symptoms.append("previous_stage_answers")
-        if probe.distinct_2 < config.min_distinct_2:
+        if probe.distinct_2 < repetition_floor(probe, config, start):
             caption_symptoms.append("low_distinct_2")
     symptoms += caption_symptoms
     evidence: dict[str, Any] = {
@@ -274,6 +292,8 @@ def diagnose(
         "delta_w_trend": trend,
         "delta_w_relative": rel,
         "probe": asdict(probe) if probe is not None else None,
+        "distinct_2_floor": repetition_floor(probe, config, start) if probe is not None else None,
+        "start_distinct_2": start.distinct_2 if start is not None else None,
     }
     if not caption_symptoms:
         return CollapseReport(False, "", "no collapse symptoms" if probe is not None else "not probed yet",
@@ -359,6 +379,7 @@ class CollapseGuard(TrainerCallback):
         self.base_norm: float | None = None
         self.ratio_history: list[tuple[int, float]] = []
         self.probes: list[ProbeMetrics] = []
+        self.start_probe: ProbeMetrics | None = None  # the model's captions before its first step
         self.last_outputs: list[str] = []
         self._strikes = 0
         self._report = CollapseReport(False, "", "not probed yet", {}, 0)
@@ -373,6 +394,14 @@ class CollapseGuard(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):  # type: ignore[no-untyped-def]
         if self.policy != "off" and model is not None:
             self._record_delta_w(state.global_step, model)
+            if self.probe_images and self.start_probe is None:
+                # What the model writes before this run changes it: the baseline repetition is judged against.
+                self.start_probe = probe_metrics(
+                    self.generate(model), self.probe_references, diseases=self.probe_diseases,
+                    previous_answers=self.previous_answers, one_liner_max_words=self.config.one_liner_max_words,
+                    step=state.global_step,
+                )  # fmt: skip
+                self._pending["guard/start_distinct_2"] = self.start_probe.distinct_2
         return control
 
     def measures_gradients_at(self, step: int) -> bool:
@@ -494,7 +523,7 @@ class CollapseGuard(TrainerCallback):
             self._pending["guard/mention_rate"] = probe.mention_rate
         ratio = self.ratio_history[-1][1] if self.ratio_history else None
         found = diagnose(probe, penalty_ratio=ratio, delta_w_history=self.delta_w_history, base_norm=self.base_norm,
-                         config=self.config, step=step)  # fmt: skip
+                         config=self.config, step=step, start=self.start_probe)  # fmt: skip
         self._strikes = self._strikes + 1 if found.detected else 0
         confirmed = found.detected and (self._strikes >= self.config.patience or final)
         if self._report.detected and not confirmed:

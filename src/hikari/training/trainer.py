@@ -100,12 +100,17 @@ def finish_step_gradients(
     sigma2: float,
     *,
     guards: Sequence[CollapseGuard] = (),
+    observers: Sequence[Any] = (),
     step: int = 0,
 ) -> torch.Tensor:
     """End of an optimizer step's backward passes, before clipping: hand the CE and penalty gradient norms of the
-    LoRA tensors to the `guards` that measure optimizer step `step` (1-based), then add the penalty's closed-form
-    gradient to the accumulated gradients. Returns the penalty value (0-dim, detached)."""
+    LoRA tensors to the `guards` that measure optimizer step `step` (1-based) and the gradients themselves to the
+    `observers` that do (`PenaltyStrengthProbe`), then add the penalty's closed-form gradient to the accumulated
+    gradients. Returns the penalty value (0-dim, detached)."""
     value, params, grads = lora_penalty_gradients(factors, penalty, beta, sigma2)  # type: ignore[arg-type]
+    for observer in observers:
+        if observer.measures_gradients_at(step):
+            observer.observe_gradients(step, factors, penalty, beta, params, grads)
     measuring = [g for g in guards if g.measures_gradients_at(step)]
     if measuring:
         # The gradients hold the CE part alone until the penalty's is added below.
@@ -185,6 +190,8 @@ class HikariTrainer(Trainer):
         self._guards = [cb for cb in self.callback_handler.callbacks if isinstance(cb, CollapseGuard)]
         for guard in self._guards:
             guard.gradients_from_trainer = self.closed_form
+        # Callbacks that read the step's CE-only gradients (PenaltyStrengthProbe): handed over with the guards'.
+        self._observers = [cb for cb in self.callback_handler.callbacks if hasattr(cb, "observe_gradients")]
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -227,7 +234,8 @@ class HikariTrainer(Trainer):
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self.closed_form and self.accelerator.sync_gradients:  # the step's last backward pass has run
             penalty = finish_step_gradients(self._factors, self.penalty, self.beta, self.sigma2,
-                                            guards=self._guards, step=self.state.global_step + 1)  # fmt: skip
+                                            guards=self._guards, observers=self._observers,
+                                            step=self.state.global_step + 1)  # fmt: skip
             if self.penalty != "none":
                 self._add_penalty(penalty)
                 loss = loss + penalty.to(loss.device)  # the logged training loss includes the penalty, as before
