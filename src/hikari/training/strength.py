@@ -42,7 +42,9 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from hikari.config import load_config, resolve_recipe
 from hikari.training.penalties import LoraFactor
+from hikari.training.stages import run_training
 
 # Optimizer steps the strength is measured over (the demo and the 8B reference use the same number).
 STRENGTH_STEPS = 8
@@ -179,8 +181,6 @@ def measure_penalty_strength(config: Any, *, steps: int = STRENGTH_STEPS, **meta
     """Run `config` (a caption `RunConfig` with a LoRA penalty) for its first `steps` optimizer steps, with its own
     schedule, batch and learning rate, and return its `PenaltyStrength`. The run writes into its output_dir as any
     run does (no evaluation, no checkpoint)."""
-    from hikari.training.stages import run_training  # the stage runner imports this module's trainer hook
-
     if config.loss.penalty == "none" or config.loss.beta == 0:
         raise ValueError(f"{config.name}: the penalty is off (loss.penalty={config.loss.penalty}, beta "
                          f"{config.loss.beta}); there is no strength to measure")  # fmt: skip
@@ -217,9 +217,6 @@ def prepare_chain(
     """Stage 1 (subaru) and Stage 2 (deneb, merged-init) one optimizer step each from `base`, into `work/subaru` and
     `work/deneb`, so that a Stage 3 recipe starts, as the published runs did, from a merged Stage 2 model with a
     fresh LoRA — built the same way for any model. Returns the deneb run directory."""
-    from hikari.config import load_config, resolve_recipe
-    from hikari.training.stages import run_training
-
     work = Path(work)
     common = [f"data.dir={data_dir}", f"data.split={split}", *overrides]
     one_step = ["train.max_steps=1", "train.warmup_steps=0", "train.save_steps=100000", "eval.enabled=false"]
@@ -249,8 +246,6 @@ def recipe_strength(
     """The strength of `recipe` started from `previous_run`, at its own β or `beta`; the run goes to `out`.
     `schedule_steps` sets `train.max_steps`, so that the learning-rate schedule over the measured steps is that of
     a run of that length."""
-    from hikari.config import load_config, resolve_recipe
-
     config = load_config(
         resolve_recipe(recipe),
         [f"data.dir={data_dir}", f"data.split={split}", *overrides, f"output_dir={out}",
