@@ -218,6 +218,9 @@ def test_repetition_is_judged_against_the_references_and_the_starting_point() ->
     r = diagnose(_probe(60, 0.0, 0.15), start=started_repetitive)
     assert not r.detected and r.evidence["distinct_2_floor"] == pytest.approx(0.07)
     assert r.evidence["start_distinct_2"] == 0.2
+    # A start of one-liners (a merged Stage 2 model answering "This image shows X.") is no caption baseline:
+    # short texts score a high distinct-2 whatever they say, so the references set the floor.
+    assert diagnose(_probe(60, 0.0, 0.15), start=_probe(6, 1.0, 0.3)).cause == "degenerate repetition"
     started_varied = _probe(60, 0.0, 0.8)
     assert diagnose(_probe(60, 0.0, 0.15), start=started_varied).cause == "degenerate repetition"
     # The absolute floor (off by default) still applies when set, e.g. by an older run's config.

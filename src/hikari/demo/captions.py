@@ -3,7 +3,17 @@
 A SkinCAP caption is ~60 words in ~3 sentences: what the lesion looks like and where it is, what it is
 consistent with, one sentence of background about the disease, and a recommendation (biopsy, dermoscopy,
 seeing a dermatologist). The synthetic generator, the tiny demo models and caption-metric tests all need text
-with that shape, so this module writes it from per-disease vocabularies.
+with that shape, so this module writes it from per-disease vocabularies:
+
+    This image shows <disease>: <colour> <lesion> on the <site> <detail>. <facts of the picture>. <background>.
+    <advice>.
+
+Like a real caption, a synthetic one varies with its picture (`synth_caption(..., facts, fitzpatrick)`): the
+renderer reports what it drew (`LesionFacts`: how many lesions, how large, where) and the words that a picture
+would decide — colour (by skin type), lesion and detail (by size and number), the facts sentence, background and
+advice — are chosen from them; only the body site is a free choice. A model that reads the picture can therefore
+write a caption that differs from image to image, and one that does not writes the same few captions (which is
+what the collapse guard's repetition check is calibrated on).
 
 The vocabularies cover the 10 HIKARI diseases (imported from `labels`, never re-spelled as keys by hand) and a
 few *synthetic-only* rarer diseases (`RARE_DISEASES`) that the synthetic SkinCAP uses to populate the classes
@@ -315,20 +325,8 @@ RARE_VOCAB: dict[str, CaptionVocab] = {
 
 RARE_DISEASES: tuple[str, ...] = tuple(RARE_VOCAB)
 
-# The phrasing SkinCAP uses to attach a diagnosis to the description.
-_LINKS = ("is consistent with", "may indicate", "suggests", "is suggestive of", "is compatible with")
-_OPENERS = (
-    "The image shows {desc}.",
-    "There are {desc}.",
-    "The photograph reveals {desc}.",
-    "Examination shows {desc}.",
-)
-_LINK_SENTENCES = (
-    "These features are consistent with {name}.",
-    "The appearance may indicate {name}.",
-    "This presentation suggests {name}.",
-    "The clinical picture is most suggestive of {name}.",
-)
+# How a synthetic caption opens: the diagnosis, then what the picture shows.
+DIAGNOSIS_OPENER = "This image shows"
 _GENERIC_ADVICE = (
     "It is recommended to perform a skin biopsy and histopathological examination to confirm the diagnosis.",
     "Dermoscopy and, if necessary, a biopsy are recommended for a definitive diagnosis.",
@@ -395,12 +393,10 @@ def _one_caption(rng: random.Random, vocab: CaptionVocab, facts: LesionFacts, fi
     desc = f"{colour} {lesion} on the {rng.choice(vocab.sites)}"
     if facts.count <= 4:
         desc += f" {vocab.details[(size + facts.count) % len(vocab.details)]}"
-    if rng.random() < 0.5:
-        # One sentence: "The presence of <description> is consistent with <disease>."
-        first = [f"The presence of {desc} {rng.choice(_LINKS)} {name}."]
-    else:
-        first = [rng.choice(_OPENERS).format(desc=desc), rng.choice(_LINK_SENTENCES).format(name=name)]
-    first.append(facts_sentence(facts, fitzpatrick))
+    # The diagnosis first, in the words a Stage 2 model answers with ("This image shows <disease>"): measured on
+    # the demo, Vega trained on captions that name the disease at their end mentioned the right disease for 19 % of
+    # validation images (every caption nearly the same, distinct-2 0.05); naming it first, 62 % (distinct-2 0.07).
+    first = [f"{DIAGNOSIS_OPENER} {name}: {desc}.", facts_sentence(facts, fitzpatrick)]
     background = vocab.backgrounds[several % len(vocab.backgrounds)].format(name=_capitalise(name))
     advice_pool = vocab.advice + _GENERIC_ADVICE
     big = facts.diameter_mm > 6

@@ -3,8 +3,9 @@ the built-in synthetic SkinCAP and the tiny Qwen3-VL, on a CPU, in minutes.
 
     synthetic SkinCAP → split + audit → tiny Qwen3-VL (+ brief generic pre-training) → Stage 1 (subaru)
     → Stage 2 (deneb, merged-init from subaru) → the penalty's 8B-equivalent β (below) → Stage 3 ablation from
-    deneb: rigel (checkpoint-init), vega (merged-init), antares at the published β 0.01, and antares,
-    antares_as_run, antares_ckpt and sts_safe at the 8B-equivalent β → report.json / report.md
+    deneb: rigel (checkpoint-init), vega (merged-init), antares at the published β 0.01, antares,
+    antares_as_run, antares_ckpt and sts_safe at the 8B-equivalent β, and antares at β 1 (a stress row, not an
+    equivalence) → report.json / report.md
 
 The 8B-equivalent β: the published β 0.01 is a different penalty on a 128-wide model than on Qwen3-VL-8B (its
 gradient scales with the LoRA elements, which PEFT draws in ±1/√width, and the CE's pull depends on width, loss and
@@ -71,11 +72,14 @@ DEMO_OVERRIDES = [
     "eval.batch_size=16",
 ]
 # Optimizer steps per stage: enough for the tiny model to learn each task, small enough for 2 CPU cores.
-DEMO_STEPS = {"subaru": 300, "deneb": 800, "sirius": 300, "stage3": 240}
+DEMO_STEPS = {"subaru": 300, "deneb": 800, "sirius": 300, "stage3": 480}
 # The training-run folders a demo writes under --out (removed before it trains them again).
 DEMO_RUN_FOLDERS = ("subaru", "deneb", "sirius", "stage3", "strength")
 # Stage 3 rows run at the 8B-equivalent β (named <recipe>_8b_eq); antares also runs at the published β.
 EQUIVALENT_ARMS = ("antares", "antares_as_run", "antares_ckpt", "sts_safe")
+# One more antares row at a β chosen by hand, 100× the published one — *not* an equivalence: the demonstration of
+# the penalty-driven failure mode (and of the guard on it) on the tiny model (see docs/penalty_strength.md).
+STRESS_BETA = 1.0
 # Stage 3 recipes trained at once (one process and one torch thread each): the demo machine has 2 cores.
 DEMO_WORKERS = max(1, min(2, os.cpu_count() or 1))
 # Stage 3 runs only: evaluate and probe with a caption-sized budget (the references are ~55 words).
@@ -167,9 +171,10 @@ def run_demo(out: Path, *, n: int | None = None, seed: int = 0, console: Console
     beta = strength["beta_8b_equivalent"]
     lap("strength")
 
-    console.rule(f"8/9 Stage 3 ablation: rigel, vega, antares (β 0.01); {', '.join(EQUIVALENT_ARMS)} at β {beta:.3g}")
+    console.rule(f"8/9 Stage 3: rigel, vega, antares (β 0.01); {', '.join(EQUIVALENT_ARMS)} at β {beta:.3g}; β 1")
     arms = ["rigel", "vega", "antares"]
     arms += [AblationArm(f"{name}_8b_eq", name, (f"loss.beta={beta}",)) for name in EQUIVALENT_ARMS]
+    arms.append(AblationArm("antares_beta1", "antares", (f"loss.beta={STRESS_BETA}",)))
     ablation = run_stage3_ablation(
         out / "deneb", out / "stage3", recipes=arms, overrides=[*DEMO_OVERRIDES, *DEMO_STAGE3_OVERRIDES],
         steps=DEMO_STEPS["stage3"], workers=DEMO_WORKERS, console=console,
@@ -211,10 +216,12 @@ def equivalent_strength(out: Path, data_dir: Path, split: Path, raw_model: Path,
     overrides = [*DEMO_OVERRIDES, *DEMO_STAGE3_OVERRIDES, "guard.policy=off"]
     previous = prepare_chain(raw_model, data_dir, split, work, overrides=overrides)
     runs = iter(range(100))
+    results: list[Any] = []
 
     def measure(beta: float) -> Any:
-        return recipe_strength(previous, data_dir, split, work / f"antares-{next(runs)}", beta=beta,
-                               overrides=overrides, schedule_steps=DEMO_STEPS["stage3"])  # fmt: skip
+        results.append(recipe_strength(previous, data_dir, split, work / f"antares-{next(runs)}", beta=beta,
+                                       overrides=overrides, schedule_steps=DEMO_STEPS["stage3"]))  # fmt: skip
+        return results[-1]
 
     literal_beta = load_config(resolve_recipe("antares")).loss.beta
     matched = match_beta(measure, reference, beta=literal_beta, iterations=4)
@@ -222,6 +229,8 @@ def equivalent_strength(out: Path, data_dir: Path, split: Path, raw_model: Path,
     # The same measurement on the demo's own trained Deneb (what the Stage 3 rows start from), for comparison.
     trained = recipe_strength(out / "deneb", data_dir, split, work / "antares-trained", beta=beta, overrides=overrides,
                               schedule_steps=DEMO_STEPS["stage3"])  # fmt: skip
+    trained_literal = recipe_strength(out / "deneb", data_dir, split, work / "antares-trained-published",
+                                      beta=literal_beta, overrides=overrides, schedule_steps=DEMO_STEPS["stage3"])
     tiny_at_literal = matched.measured[0][1]
     console.print(
         f"penalty strength (median |∇pen|/RMS ∇CE over lora_A, {STRENGTH_STEPS} steps): 8B width "
@@ -236,11 +245,15 @@ def equivalent_strength(out: Path, data_dir: Path, split: Path, raw_model: Path,
                       "file": str(reference_strength_path("antares")), **{k: reference.meta.get(k) for k in
                       ("model", "hidden_size", "text_layers", "vision_blocks", "settings", "lr_schedule_steps")}},
         "tiny_at_published_beta": {"beta": literal_beta, "strength": tiny_at_literal},
-        "measurements": [{"beta": b, "strength": st} for b, st in matched.measured],
+        "measurements": [{"beta": r.beta, "strength": r.strength, "norm_ratio": r.norm_ratio,
+                          "share_a_dominated": r.share_a_dominated} for r in results],
         "converged": matched.converged,
         "beta_8b_equivalent": beta,
         "ratio_to_published": beta / literal_beta,
-        "trained_deneb_at_equivalent_beta": {"strength": trained.strength, "norm_ratio": trained.norm_ratio},
+        "trained_deneb_at_equivalent_beta": {"beta": beta, "strength": trained.strength,
+                                             "norm_ratio": trained.norm_ratio},
+        "trained_deneb_at_published_beta": {"beta": literal_beta, "strength": trained_literal.strength,
+                                            "norm_ratio": trained_literal.norm_ratio},
     }  # fmt: skip
 
 
@@ -311,8 +324,12 @@ def render_demo_markdown(report: dict[str, Any]) -> str:
             "",
             f"Measurements: {steps}; converged: {strength['converged']}. The `*_8b_eq` rows above run at "
             f"β = {strength['beta_8b_equivalent']:.4g} ({strength['ratio_to_published']:.3g}× the published 0.01); "
-            f"on the demo's trained Deneb that β gives a strength of "
-            f"{strength['trained_deneb_at_equivalent_beta']['strength']:.4g}.",
+            f"on the demo's trained Deneb (where the Stage 3 rows start) that β gives a strength of "
+            f"{strength['trained_deneb_at_equivalent_beta']['strength']:.4g} and the published β "
+            f"{strength['trained_deneb_at_published_beta']['strength']:.4g}. Gradient-norm ratio "
+            f"‖∇pen‖/‖∇CE‖ at the published β: 8B width {ref['norm_ratio']:.3g}, tiny (random base) "
+            f"{strength['measurements'][0]['norm_ratio']:.3g}, tiny (trained Deneb) "
+            f"{strength['trained_deneb_at_published_beta']['norm_ratio']:.3g}.",
         ]  # fmt: skip
     lines += ["", "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["timings_s"].items()]

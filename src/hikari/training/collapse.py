@@ -160,11 +160,18 @@ def probe_metrics(
 
 def repetition_floor(probe: ProbeMetrics, config: GuardConfig, start: ProbeMetrics | None = None) -> float:
     """The distinct-2 below which a probe's captions count as degenerate repetition: `min_distinct_2_share` of the
-    references' distinct-2 over the same images — or of the model's own step-0 captions' (`start`) when those
-    were less varied, so that a model that never wrote varied text is not blamed for a collapse it did not have —
-    and never below the absolute floor `min_distinct_2`. Distinct-n depends on how many and how long the texts
-    are, so a probe is compared with texts of the same images, never with a fixed number."""
-    candidates = [d for d in (probe.ref_distinct_2, start.distinct_2 if start is not None else None) if d]
+    references' distinct-2 over the same images — or of the model's own step-0 captions' (`start`) when those were
+    captions (reference-like length, not previous-stage one-liners) and less varied, so that a model that never
+    wrote varied captions is not blamed for a collapse it did not have — and never below the absolute floor
+    `min_distinct_2`. Distinct-n depends on how many and how long the texts are (N identical captions score 1/N
+    however long; N short one-liners score far higher), so a probe is compared only with texts of the same images
+    and of caption length, never with a fixed number."""
+    comparable = (
+        start is not None
+        and start.length_ratio >= config.min_length_ratio
+        and start.one_liner_share <= config.max_one_liner_share
+    )
+    candidates = [d for d in (probe.ref_distinct_2, start.distinct_2 if comparable and start else None) if d]
     relative = config.min_distinct_2_share * min(candidates) if candidates else 0.0
     return max(relative, config.min_distinct_2)
 
