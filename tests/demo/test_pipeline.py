@@ -32,7 +32,10 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path: Path, monkeypatch
     for key in ("accuracy", "balanced_accuracy", "f1_macro"):
         assert 0.0 <= saved["stage1"][key] <= 100.0
         assert 0.0 <= saved["stage2"][key] <= 100.0
-    for recipe in ("rigel", "vega", "antares", "antares_ckpt", "antares_as_run", "sts_safe"):
+    rows = ("rigel", "vega", "antares", "antares_8b_eq", "antares_as_run_8b_eq", "antares_ckpt_8b_eq",
+            "sts_safe_8b_eq", "antares_beta1", "antares_ckpt_beta1")
+    assert [k for k in saved["stage3"] if k != "base"] == list(rows)
+    for recipe in rows:
         metrics = saved["stage3"][recipe]
         assert {"bleu_4", "rouge_1", "mention_rate"} <= set(metrics)
         assert isinstance(metrics["collapse_detected"], bool) and isinstance(metrics["collapse_cause"], str)
@@ -42,10 +45,20 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path: Path, monkeypatch
     assert (out / "sirius" / "stage2_rag.json").is_file()
     assert {"bleu_4", "rouge_1", "n"} <= set(saved["stage3"]["base"])  # the untrained reference point
     assert (out / "base.predictions.val.jsonl").is_file()
-    for stage in ("subaru", "deneb", "stage3/rigel", "stage3/vega", "stage3/antares", "stage3/sts_safe"):
+    for stage in ("subaru", "deneb", "stage3/rigel", "stage3/vega", "stage3/antares", "stage3/sts_safe_8b_eq"):
         assert (out / stage / "run_info.json").is_file()
         assert (out / stage / "adapter" / "adapter_model.safetensors").is_file()
-    assert (out / "stage3" / "ablation.md").read_text().count("\n") == 8
+    assert (out / "stage3" / "ablation.md").read_text().count("\n") == 11
+    # The 8B-equivalent β: derived from the shipped 8B reference and the tiny model's own measurements, and used.
+    strength = saved["penalty_strength"]
+    beta = strength["beta_8b_equivalent"]
+    assert strength["reference"]["hidden_size"] == 4096 and strength["reference"]["strength"] > 0
+    assert strength["measurements"][0]["beta"] == 0.01 and beta > 0
+    assert strength["tiny_at_published_beta"]["strength"] == strength["measurements"][0]["strength"]
+    for name in ("antares_8b_eq", "antares_ckpt_8b_eq", "sts_safe_8b_eq"):
+        resolved = (out / "stage3" / name / "config.resolved.yaml").read_text()
+        assert f"beta: {beta}" in resolved, name
+    assert "beta: 0.01" in (out / "stage3" / "antares" / "config.resolved.yaml").read_text()
     # vega is merged-init from deneb: its base is the merged Stage 2 model inside its own run directory
     vega_info = json.loads((out / "stage3" / "vega" / "run_info.json").read_text())
     assert vega_info["base_model"] == str(out / "stage3" / "vega" / "init-merged")
@@ -54,3 +67,4 @@ def test_demo_runs_every_stage_and_writes_the_report(tmp_path: Path, monkeypatch
     assert rigel_info["base_model"] == deneb_info["base_model"]  # checkpoint-init keeps Deneb's base
     markdown = (out / "report.md").read_text()
     assert "| stage1 | accuracy |" in markdown and "| antares |" in markdown
+    assert "## The penalty's 8B-equivalent strength" in markdown

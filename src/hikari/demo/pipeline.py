@@ -5,7 +5,7 @@ the built-in synthetic SkinCAP and the tiny Qwen3-VL, on a CPU, in minutes.
     → Stage 2 (deneb, merged-init from subaru) → the penalty's 8B-equivalent β (below) → Stage 3 ablation from
     deneb: rigel (checkpoint-init), vega (merged-init), antares at the published β 0.01, antares,
     antares_as_run, antares_ckpt and sts_safe at the 8B-equivalent β, and antares at β 1 (a stress row, not an
-    equivalence) → report.json / report.md
+    equivalence; antares_ckpt too) → report.json / report.md
 
 The 8B-equivalent β: the published β 0.01 is a different penalty on a 128-wide model than on Qwen3-VL-8B (its
 gradient scales with the LoRA elements, which PEFT draws in ±1/√width, and the CE's pull depends on width, loss and
@@ -80,6 +80,7 @@ EQUIVALENT_ARMS = ("antares", "antares_as_run", "antares_ckpt", "sts_safe")
 # One more antares row at a β chosen by hand, 100× the published one — *not* an equivalence: the demonstration of
 # the penalty-driven failure mode (and of the guard on it) on the tiny model (see docs/penalty_strength.md).
 STRESS_BETA = 1.0
+STRESS_ARMS = ("antares", "antares_ckpt")  # merged-init (published Antares) and checkpoint-init ("Way 1" + STS)
 # Stage 3 recipes trained at once (one process and one torch thread each): the demo machine has 2 cores.
 DEMO_WORKERS = max(1, min(2, os.cpu_count() or 1))
 # Stage 3 runs only: evaluate and probe with a caption-sized budget (the references are ~55 words).
@@ -174,7 +175,7 @@ def run_demo(out: Path, *, n: int | None = None, seed: int = 0, console: Console
     console.rule(f"8/9 Stage 3: rigel, vega, antares (β 0.01); {', '.join(EQUIVALENT_ARMS)} at β {beta:.3g}; β 1")
     arms = ["rigel", "vega", "antares"]
     arms += [AblationArm(f"{name}_8b_eq", name, (f"loss.beta={beta}",)) for name in EQUIVALENT_ARMS]
-    arms.append(AblationArm("antares_beta1", "antares", (f"loss.beta={STRESS_BETA}",)))
+    arms += [AblationArm(f"{name}_beta1", name, (f"loss.beta={STRESS_BETA}",)) for name in STRESS_ARMS]
     ablation = run_stage3_ablation(
         out / "deneb", out / "stage3", recipes=arms, overrides=[*DEMO_OVERRIDES, *DEMO_STAGE3_OVERRIDES],
         steps=DEMO_STEPS["stage3"], workers=DEMO_WORKERS, console=console,
@@ -215,12 +216,15 @@ def equivalent_strength(out: Path, data_dir: Path, split: Path, raw_model: Path,
     work = out / "strength"
     overrides = [*DEMO_OVERRIDES, *DEMO_STAGE3_OVERRIDES, "guard.policy=off"]
     previous = prepare_chain(raw_model, data_dir, split, work, overrides=overrides)
+    # The Stage 3 rows' learning-rate schedule, over at least the measured steps (B = 0 until the first non-zero
+    # learning rate: a schedule shorter than the warm-up would leave A without any CE gradient to compare with).
+    schedule = max(DEMO_STEPS["stage3"], STRENGTH_STEPS + 2)
     runs = iter(range(100))
     results: list[Any] = []
 
     def measure(beta: float) -> Any:
         results.append(recipe_strength(previous, data_dir, split, work / f"antares-{next(runs)}", beta=beta,
-                                       overrides=overrides, schedule_steps=DEMO_STEPS["stage3"]))  # fmt: skip
+                                       overrides=overrides, schedule_steps=schedule))  # fmt: skip
         return results[-1]
 
     literal_beta = load_config(resolve_recipe("antares")).loss.beta
@@ -228,9 +232,9 @@ def equivalent_strength(out: Path, data_dir: Path, split: Path, raw_model: Path,
     beta = float(f"{matched.beta:.3g}")
     # The same measurement on the demo's own trained Deneb (what the Stage 3 rows start from), for comparison.
     trained = recipe_strength(out / "deneb", data_dir, split, work / "antares-trained", beta=beta, overrides=overrides,
-                              schedule_steps=DEMO_STEPS["stage3"])  # fmt: skip
+                              schedule_steps=schedule)  # fmt: skip
     trained_literal = recipe_strength(out / "deneb", data_dir, split, work / "antares-trained-published",
-                                      beta=literal_beta, overrides=overrides, schedule_steps=DEMO_STEPS["stage3"])
+                                      beta=literal_beta, overrides=overrides, schedule_steps=schedule)
     tiny_at_literal = matched.measured[0][1]
     console.print(
         f"penalty strength (median |∇pen|/RMS ∇CE over lora_A, {STRENGTH_STEPS} steps): 8B width "
