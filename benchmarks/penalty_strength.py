@@ -17,7 +17,9 @@ with the number of blocks. What depth does not capture — and a random-weight m
 lower loss; the demo measures its tiny model the same way (random base), so the comparison is like with like.
 
 Prints one JSON line (the `PenaltyStrength`) on stdout; `--write` also saves it as the shipped reference
-`src/hikari/recipes/reference_strength/antares.json`. About 10 minutes and 11 GB of RAM on 2 cores.
+`src/hikari/recipes/reference_strength/antares.json`. About 8 minutes and 11 GB of RAM on 2 cores. On a GPU machine
+with the hub, `--base Qwen/Qwen3-VL-8B-Thinking --data data/SkinCAP --split runs/split.json` measures the real,
+pretrained model on the real data (not run here: no GPU, no hub).
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ def main() -> None:
     ap.add_argument("--schedule-steps", type=int, default=1100)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--write", action="store_true", help="save as the shipped reference for the antares recipe")
+    ap.add_argument("--base", default=None, help="a real base instead of the width-true random model (hub id or "
+                    "directory, e.g. Qwen/Qwen3-VL-8B-Thinking on a GPU machine)")
+    ap.add_argument("--data", type=Path, default=None, help="a SkinCAP folder instead of the synthetic one")
+    ap.add_argument("--split", type=Path, default=None, help="its split JSON (with --data)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     stdout = sys.stdout
@@ -60,9 +66,12 @@ def main() -> None:
     try:
         start = time.perf_counter()
         with contextlib.redirect_stdout(sys.stderr):
-            data, split = synthetic_inputs(work)
-            base = width_true_model(work, args.text_layers, args.vision_blocks)
-            shape = {"model": "Qwen3-VL-8B width, random weights", "hidden_size": Q8B.TEXT["hidden_size"],
+            if (args.data is None) != (args.split is None):
+                ap.error("--data and --split go together")
+            data, split = (args.data, args.split) if args.data else synthetic_inputs(work)
+            base = args.base or width_true_model(work, args.text_layers, args.vision_blocks)
+            model = args.base or "Qwen3-VL-8B width, random weights"
+            shape = {"model": model, "hidden_size": Q8B.TEXT["hidden_size"],
                      "vision_hidden_size": Q8B.VISION["hidden_size"], "text_layers": args.text_layers,
                      "vision_blocks": args.vision_blocks, "lr_schedule_steps": args.schedule_steps,
                      "settings": "shipped antares recipe (4-bit NF4, adamw_8bit, checkpointing, bf16, batch 2x4)",

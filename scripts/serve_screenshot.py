@@ -103,7 +103,7 @@ def walk_through(driver: WebDriver, url: str, image: Path, *, compare: bool = Tr
         bars=list(zip(texts("#probabilities .name"), texts("#probabilities .value"), strict=True)),
         references=list(zip(texts("#references .label"), texts("#references .score"), strict=True)),
         thumbnails_loaded=int(loaded),
-        captions={e.get_attribute("data-model"): e.find_element(By.TAG_NAME, "p").text
+        captions={e.get_attribute("data-model"): e.find_element(By.TAG_NAME, "p").get_attribute("textContent")
                   for e in driver.find_elements(By.CSS_SELECTOR, "#captions .caption")},  # fmt: skip
         status=driver.find_element(By.ID, "status").text,
         console_errors=[entry["message"] for entry in logs if entry.get("level") == "SEVERE"],

@@ -63,3 +63,24 @@ def test_serve_benchmark_prints_one_json_line(tiny_model_dir: Path, rag_index_di
     assert row["overhead_ratio_c1"] == round(row["server"]["c1"]["p50_ms"] / row["in_process"]["p50_ms"], 3)
     unbatched = row["server_max_batch_1_c2"]
     assert row["batching_gain_c2"] == round(row["server"]["c2"]["req_per_s"] / unbatched["req_per_s"], 3)
+
+
+def test_penalty_strength_benchmark_runs_the_shipped_settings_on_any_base(
+    tiny_model_dir: Path, synth_dir: Path, synth_split: Path, tmp_path: Path
+) -> None:
+    """benchmarks/penalty_strength.py with --base/--data/--split (the GPU user's command) on the tiny model: the
+    shipped antares settings (4-bit, 8-bit AdamW, checkpointing) run and one PenaltyStrength line is printed; the
+    shipped reference file is not touched without --write."""
+    reference = (ROOT / "src/hikari/recipes/reference_strength/antares.json").read_bytes()
+    result = subprocess.run([sys.executable, "benchmarks/penalty_strength.py", "--base", str(tiny_model_dir),
+                             "--data", str(synth_dir), "--split", str(synth_split), "--steps", "3",
+                             "--schedule-steps", "20", "--work", str(tmp_path), "--threads", "1"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    row = json.loads(line)
+    assert row["penalty"] == "ibr_ab" and row["beta"] == 0.01 and row["steps"] == 3
+    assert row["strength"] > 0 and row["meta"]["model"] == str(tiny_model_dir)
+    resolved = (tmp_path / "runs" / "antares" / "config.resolved.yaml").read_text()
+    assert "optim: adamw_8bit" in resolved and "load_in_4bit: true" in resolved and "sts: true" in resolved
+    assert (ROOT / "src/hikari/recipes/reference_strength/antares.json").read_bytes() == reference

@@ -21,6 +21,7 @@ from hikari.data.skincap import (
     read_skincap,
     unsafe_file_name_reason,
 )
+from hikari.demo.captions import MAX_WORDS
 from hikari.demo.synth import MISSPELLINGS, VALID_CORRUPT_KINDS, SynthSummary
 
 
@@ -269,7 +270,7 @@ def test_summary_counts(synth_dir: Path) -> None:
     assert s["n_used"] == len(ds.records) and sum(s["per_disease"].values()) == len(ds.records)
     assert sum(s["per_group"].values()) == len(ds.records)
     assert set(s["per_group"]) == set(DISEASE_TO_GROUP.values())
-    assert 40 <= s["caption_words"]["min"] <= s["caption_words"]["median"] <= s["caption_words"]["max"] <= 70
+    assert 40 <= s["caption_words"]["min"] <= s["caption_words"]["median"] <= s["caption_words"]["max"] <= MAX_WORDS
 
 
 def test_unparseable_metadata_files_raise_format_errors(tmp_path: Path) -> None:

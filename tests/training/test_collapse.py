@@ -370,22 +370,40 @@ def template_captioner(tiny_model_dir: Path, varied_records: list, tmp_path_fact
     return _memorised_model(tiny_model_dir, varied_records, [template] * len(varied_records), steps=60, out=out)
 
 
-def test_guard_fires_on_repetition_that_training_caused(
-    varied_captioner: Path, varied_records: list, tmp_path: Path
+def test_guard_fires_when_captions_turn_repetitive(
+    varied_captioner: Path, template_captioner: Path, varied_records: list
 ) -> None:
-    """A model that starts with image-specific captions and is trained into one template for every image: the
-    captions stay reference-length and are no one-liners, but their distinct-2 falls below the floor set by the
-    references of the same images — degenerate repetition, detected."""
-    template = [varied_records[0].caption] * len(varied_records)
-    guard, _ = _train_with_guard(varied_captioner, varied_records, tmp_path, penalty="none", beta=0.0, lr=0.1,
-                                 optim="adamw_torch", steps=12, policy="warn", targets=template)  # fmt: skip
-    assert guard.start_probe is not None and guard.start_probe.step == 0
-    assert guard.start_probe.distinct_2 > 0.5  # it started varied
+    """The guard's step-0 probe sees image-specific captions (the varied model); the later probes see one template
+    caption for every image (the template model, as a run that collapsed into repetition would write):
+    reference-length, no one-liners, but distinct-2 far below the floor set by the references of the same images
+    — degenerate repetition, detected at the second probe (patience 2) and named."""
+    processor = load_processor(str(varied_captioner))
+    guard = CollapseGuard(
+        GuardConfig(probe_every=2, max_new_tokens=96, patience=2),
+        probe_images=[load_rgb(r.image_path, max_size=IMAGE_SIZE) for r in varied_records],
+        probe_references=[r.caption for r in varied_records], probe_diseases=[r.disease for r in varied_records],
+        previous_answers=previous_stage_answers(), processor=processor,
+    )  # fmt: skip
+    control = TrainerControl()
+    varied = load_model(str(varied_captioner), dtype="fp32")
+    template = load_model(str(template_captioner), dtype="fp32")
+    guard.on_train_begin(None, SimpleNamespace(global_step=0), control, model=varied)
+    assert guard.start_probe is not None and guard.start_probe.distinct_2 > 0.5  # it started varied
+    for step in (2, 4):
+        guard.on_step_end(None, SimpleNamespace(global_step=step, max_steps=6), control, model=template)
     report = guard.report()
     assert report.detected and report.cause == "degenerate repetition", report.message
     last = guard.probes[-1]
     assert last.distinct_2 < report.evidence["distinct_2_floor"] and last.one_liner_share == 0.0
     assert last.gen_words >= 0.5 * last.ref_words
+    # The same template captions judged against a template start: nothing collapsed.
+    quiet = CollapseGuard(guard.config, probe_images=guard.probe_images, probe_references=guard.probe_references,
+                          probe_diseases=guard.probe_diseases, previous_answers=guard.previous_answers,
+                          processor=processor)  # fmt: skip
+    quiet.on_train_begin(None, SimpleNamespace(global_step=0), control, model=template)
+    for step in (2, 4):
+        quiet.on_step_end(None, SimpleNamespace(global_step=step, max_steps=6), control, model=template)
+    assert not quiet.report().detected, quiet.report().message
 
 
 def test_guard_does_not_blame_a_model_that_started_repetitive(

@@ -224,11 +224,12 @@ def test_vocab_mode_gives_gamma_to_the_pieces_of_a_split_medical_word(tokenizer:
 
 def test_vocab_mode_on_whole_tokens(tiny_tokenizer: Any) -> None:
     """In the tiny vocabulary " psoriasis" is one token: both modes give it full weight; "consistent with"
-    is two tokens that match only together, so vocab mode drops them to gamma."""
+    is several tokens that match only together, so vocab mode drops them to gamma."""
     vocab_cfg = CFG.model_copy(update={"reason_mode": "vocab"})
     _, weights = token_weights(CAPTION, tiny_tokenizer, vocab_cfg)
     assert _weights_over(CAPTION, tiny_tokenizer, weights, "psoriasis") == [pytest.approx(0.7)]
-    assert _weights_over(CAPTION, tiny_tokenizer, weights, "consistent with") == [pytest.approx(0.07)] * 2
+    pieces = _weights_over(CAPTION, tiny_tokenizer, weights, "consistent with")
+    assert len(pieces) >= 2 and pieces == [pytest.approx(0.07)] * len(pieces)
 
 
 def test_normalisation_modes(tokenizer: Any) -> None:
