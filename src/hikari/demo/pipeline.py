@@ -314,6 +314,9 @@ def render_demo_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {recipe} | " + " | ".join(cells + flags) + " |")
     strength = report.get("penalty_strength")
     if strength:
+        lines += ["", f"Rows `*_8b_eq` run at the derived 8B-equivalent β = {strength['beta_8b_equivalent']:.4g} "
+                  f"(below); `*_beta1` are stress rows at β = {STRESS_BETA:g}, 100× the published value — not an "
+                  "equivalence."]
         ref, tiny = strength["reference"], strength["tiny_at_published_beta"]
         steps = ", ".join(f"β {m['beta']:.3g} → {m['strength']:.3g}" for m in strength["measurements"])
         lines += [
