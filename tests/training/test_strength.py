@@ -100,3 +100,27 @@ def test_shipped_reference_is_the_8b_measurement() -> None:
     assert 0 < ref.strength < math.inf and ref.steps >= 2
     with pytest.raises(FileNotFoundError, match="penalty_strength.py"):
         reference_strength("vega")
+
+
+def test_strength_is_the_hand_computed_median_over_lora_a() -> None:
+    """Two steps on a hand-made adapter: r_e = mean|g_pen| / RMS(g_ce) per element, median over A; an element with
+    neither gradient is left out, one with only a penalty gradient counts as infinite."""
+    import torch
+
+    from hikari.training.penalties import LoraFactor
+
+    a = torch.nn.Parameter(torch.zeros(1, 4))
+    b = torch.nn.Parameter(torch.zeros(2, 1))
+    probe = PenaltyStrengthProbe(2, stop=False)
+    ce_steps = [torch.tensor([[2.0, 0.0, 1.0, 0.0]]), torch.tensor([[0.0, 0.0, 1.0, 0.0]])]
+    pen_steps = [torch.tensor([[1.0, 0.0, 1.0, 3.0]]), torch.tensor([[1.0, 0.0, 3.0, 3.0]])]
+    for step, (ce, pen) in enumerate(zip(ce_steps, pen_steps, strict=True), start=1):
+        a.grad, b.grad = ce.clone(), torch.ones(2, 1)
+        probe.observe_gradients(step, [LoraFactor(a, b, 1.0)], "ibr_ab", 0.01, [a, b], [pen, torch.zeros(2, 1)])
+    result = probe.result()
+    # element 0: mean|pen| 1 / RMS(2, 0) = √2 → 0.7071; element 1: no force, left out; element 2: 2 / 1 = 2;
+    # element 3: 3 / 0 = inf. Median of (0.707, 2, inf) = 2.
+    assert result.elements_a == 3 and result.strength == pytest.approx(2.0)
+    assert result.share_a_dominated == pytest.approx(2 / 3)
+    assert result.strength_b == 0.0 and result.steps == 2
+    assert result.norm_ratios[0] == pytest.approx(math.sqrt(11) / math.sqrt(5 + 2))

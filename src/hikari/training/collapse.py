@@ -171,7 +171,8 @@ def repetition_floor(probe: ProbeMetrics, config: GuardConfig, start: ProbeMetri
         and start.length_ratio >= config.min_length_ratio
         and start.one_liner_share <= config.max_one_liner_share
     )
-    candidates = [d for d in (probe.ref_distinct_2, start.distinct_2 if comparable and start else None) if d]
+    found = (probe.ref_distinct_2, start.distinct_2 if comparable and start is not None else None)
+    candidates = [d for d in found if d is not None and d > 0 and math.isfinite(d)]
     relative = config.min_distinct_2_share * min(candidates) if candidates else 0.0
     return max(relative, config.min_distinct_2)
 
@@ -311,7 +312,8 @@ def diagnose(
     # A penalty that is on while the adapter is pinned or shrinking is named even when its gradient norm is the
     # smaller one: under Adam every element moves by ~lr whatever the gradient's size, so a penalty that pulls
     # each A element steadily towards zero wins against a larger but direction-changing CE gradient (measured
-    # on the tiny default: antares with beta 1.0 collapses into one-liners at a penalty/CE ratio of 0.2).
+    # on the demo: antares and antares_ckpt at beta 1 collapse into one-liners with the guard's penalty/CE norm
+    # ratio at 0.56-0.63; see hikari.training.strength for the per-element measure).
     penalty_on = penalty_ratio is not None and penalty_ratio > 0
     if pinned and ("penalty_dominates" in symptoms or penalty_on):
         causes.append("penalty-driven collapse")

@@ -17,13 +17,16 @@ that; r_e is what Adam sees.
 **Relative strength** (`PenaltyStrength.strength`): the median over the lora_A elements of r_e, with |g_e| averaged
 and σ_e the root-mean-square of the CE gradient over the first `steps` optimizer steps (the step's whole
 accumulated gradient, before clipping) of a run with its own settings. lora_A is where the published collapse
-starts: B starts at zero, so for the first steps the CE gradient on A is near zero while the penalty on the random
-A is not. The penalty gradient is linear in β and, over a handful of steps, the CE gradients hardly depend on it,
-so the strength is linear in β and a run at β gives
+starts: B starts at zero (and stays there for the first two steps under a linear warm-up, whose first learning
+rate is 0), so for the first steps the CE gradient on A is zero or near it while the penalty on the random A is
+not. r_e describes how hard the penalty steers each element while a collapse would start; where Adam eventually
+settles is set by the mean gradients. The penalty gradient is linear in β and, over a handful of steps, the CE
+gradients depend on it only a little, so the strength is *nearly* linear in β (10× β gave 10-13×): a run at β gives
+the first estimate
 
     β_equivalent = β · strength_reference / strength_measured
 
-for a model to match a reference's relative strength (`equivalent_beta`). `PenaltyStrengthProbe` measures it
+(`equivalent_beta`), which `match_beta` refines by measuring again. `PenaltyStrengthProbe` measures it
 inside `HikariTrainer` (which hands over the CE-only gradients at the end of each step's backward passes) and stops
 the run after `steps` steps; `measure_penalty_strength` runs a recipe for that long.
 """
@@ -54,10 +57,12 @@ STRENGTH_STEPS = 8
 class PenaltyStrength:
     """A run's penalty strength relative to the CE, over its first `steps` optimizer steps.
 
-    `strength`: median over lora_A elements of mean|∇penalty| / RMS(∇CE) (see the module docstring);
+    `strength`: median over lora_A elements of mean|∇penalty| / RMS(∇CE) (see the module docstring; elements
+    with neither gradient are left out, those with a penalty gradient and no CE gradient count as infinite);
     `strength_b`: the same over lora_B elements; `share_a_dominated`: share of lora_A elements whose r_e > 1 (the
     penalty decides their update direction); `norm_ratios`: ‖∇penalty‖ / ‖∇CE‖ over all LoRA tensors per step (the
-    guard's measure, for comparison); `norm_ratio`: their median over steps 2.. (at step 1 B = 0)."""
+    guard's measure, for comparison); `norm_ratio`: their median over steps 2.. (at step 1 B = 0);
+    `learning_rates`: the learning rate each measured step ran with."""
 
     penalty: str
     beta: float
@@ -109,7 +114,7 @@ class PenaltyStrengthProbe(TrainerCallback):
         self._kind: dict[int, str] = {}
         self.norm_ratios: list[float] = []
         self.learning_rates: list[float] = []
-        self.observed = 0
+        self.observed = 0  # measured steps so far
         self.penalty, self.beta = "none", 0.0
 
     def measures_gradients_at(self, step: int) -> bool:
@@ -135,12 +140,17 @@ class PenaltyStrengthProbe(TrainerCallback):
                 self._kind[id(tensor)] = kind
                 ce_sq += float(g_ce.square().sum())
                 pen_sq += float(g_pen.square().sum())
-        self.norm_ratios.append(math.sqrt(pen_sq) / math.sqrt(ce_sq) if ce_sq > 0 else math.inf)
-        self.observed = step
+        ratio = math.sqrt(pen_sq) / math.sqrt(ce_sq) if ce_sq > 0 else (math.inf if pen_sq > 0 else 0.0)
+        self.norm_ratios.append(ratio)
+        self.observed += 1
 
-    def on_step_end(self, args, state, control, optimizer=None, **kwargs):  # type: ignore[no-untyped-def]
+    def on_step_begin(self, args, state, control, optimizer=None, **kwargs):  # type: ignore[no-untyped-def]
+        # The rate this step runs with (the scheduler advances after the optimizer step).
         if optimizer is not None and len(self.learning_rates) < self.steps:
             self.learning_rates.append(float(optimizer.param_groups[0]["lr"]))
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
         if self.stop and state.global_step >= self.steps:
             control.should_training_stop = True
         return control
@@ -155,21 +165,24 @@ class PenaltyStrengthProbe(TrainerCallback):
         n = self.observed
         ratios: dict[str, list[torch.Tensor]] = {"a": [], "b": []}
         for key, (ce2, pen) in self._sums.items():
-            rms = (ce2 / n).sqrt()
-            r = torch.where(rms > 0, (pen / n) / rms.clamp_min(1e-30), torch.full_like(rms, math.inf))
-            ratios[self._kind[key]].append(r.flatten())
+            rms, pen = (ce2 / n).sqrt().flatten(), (pen / n).flatten()
+            r = torch.where(rms > 0, pen / rms.clamp_min(1e-30), torch.full_like(rms, math.inf))
+            keep = ((rms > 0) | (pen > 0)) & ~r.isnan()  # 0/0: no force on the element at all, left out
+            ratios[self._kind[key]].append(r[keep])
         a = torch.cat(ratios["a"]) if ratios["a"] else torch.zeros(0)
         b = torch.cat(ratios["b"]) if ratios["b"] else torch.zeros(0)
+        if a.numel() == 0:
+            raise RuntimeError("no lora_A element had a CE or penalty gradient: nothing to measure")
 
         def quantile(x: torch.Tensor, q: float) -> float:  # torch.quantile refuses inputs over 16M elements
             return float(x.double().sort()[0][round(q * (x.numel() - 1))])
 
         return PenaltyStrength(
             penalty=self.penalty, beta=self.beta, steps=n,
-            strength=quantile(a, 0.5) if a.numel() else 0.0,
+            strength=quantile(a, 0.5),
             strength_b=quantile(b, 0.5) if b.numel() else 0.0,
-            share_a_dominated=float((a > 1).double().mean()) if a.numel() else 0.0,
-            quantiles_a=tuple(quantile(a, q) for q in (0.25, 0.5, 0.75)) if a.numel() else (0.0, 0.0, 0.0),
+            share_a_dominated=float((a > 1).double().mean()),
+            quantiles_a=tuple(quantile(a, q) for q in (0.25, 0.5, 0.75)),
             norm_ratios=[round(x, 6) for x in self.norm_ratios],
             norm_ratio=statistics.median(self.norm_ratios[1:]) if len(self.norm_ratios) > 1 else math.nan,
             elements_a=int(a.numel()), elements_b=int(b.numel()),
@@ -293,10 +306,14 @@ def match_beta(
     scale linearly (`equivalent_beta`), re-measure, and repeat up to `iterations` measurements — the strength is
     only nearly linear in β (a stronger penalty also shrinks A and B, which changes both gradients), so one
     scaling step can miss by tens of percent. `measure(beta) -> PenaltyStrength` runs one measurement."""
+    if not (reference.strength > 0 and math.isfinite(reference.strength)):
+        raise ValueError(f"cannot match a reference strength of {reference.strength}")
     measured: list[tuple[float, float]] = []
     current = beta
     for _ in range(iterations):
         result = measure(current)
+        if not (result.strength > 0 and math.isfinite(result.strength)):
+            raise ValueError(f"the measurement at beta {current} gave a strength of {result.strength}: cannot scale")
         measured.append((current, result.strength))
         if abs(result.strength / reference.strength - 1) <= tol:
             return MatchedBeta(current, reference.strength, measured, True)
