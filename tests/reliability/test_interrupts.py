@@ -34,8 +34,11 @@ SLOW = """
 import sys, time
 from hikari.inference import predict
 batch = predict._predict_batch
+calls = [0]
 def slow(*args, **kwargs):
-    time.sleep(1.0)
+    calls[0] += 1
+    while calls[0] > 2:  # two batches written: hold the file (and its lock) until killed
+        time.sleep(1.0)
     return batch(*args, **kwargs)
 predict._predict_batch = slow
 from hikari.cli import main
@@ -51,8 +54,8 @@ def test_predict_killed_mid_run_resumes_to_the_same_file_and_a_second_writer_fai
     assert hikari(*predict_args(tiny_model_dir, damaged, whole)).returncode == 0
 
     out = tmp_path / "killed.jsonl"
-    # The first writer is slowed down (a second per batch), so that it is surely still writing while the second
-    # one starts up.
+    # The first writer stops after two batches and holds the file until it is killed, so that it is surely still
+    # writing while the second one starts up, however slowly (a loaded machine).
     proc = subprocess.Popen([sys.executable, "-c", SLOW.format(args=predict_args(tiny_model_dir, damaged, out))],
                             cwd=ROOT, env={**os.environ, **ONE_THREAD}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)  # fmt: skip
