@@ -405,11 +405,7 @@ class CollapseGuard(TrainerCallback):
             self._record_delta_w(state.global_step, model)
             if self.probe_images and self.start_probe is None:
                 # What the model writes before this run changes it: the baseline repetition is judged against.
-                self.start_probe = probe_metrics(
-                    self.generate(model), self.probe_references, diseases=self.probe_diseases,
-                    previous_answers=self.previous_answers, one_liner_max_words=self.config.one_liner_max_words,
-                    step=state.global_step,
-                )  # fmt: skip
+                self.start_probe = self._probe_metrics(self.generate(model), state.global_step)
                 self._pending["guard/start_distinct_2"] = self.start_probe.distinct_2
         return control
 
@@ -518,13 +514,17 @@ class CollapseGuard(TrainerCallback):
             tokenizer.padding_side = padding_side
             model.train(was_training)
 
-    def _probe(self, step: int, model: torch.nn.Module, *, final: bool, control: Any) -> None:
-        outputs = self.generate(model)
-        self.last_outputs = outputs
-        probe = probe_metrics(
+    def _probe_metrics(self, outputs: Sequence[str], step: int) -> ProbeMetrics:
+        """`probe_metrics` of the probe images' `outputs` at optimizer step `step`."""
+        return probe_metrics(
             outputs, self.probe_references, diseases=self.probe_diseases, previous_answers=self.previous_answers,
             one_liner_max_words=self.config.one_liner_max_words, step=step,
         )  # fmt: skip
+
+    def _probe(self, step: int, model: torch.nn.Module, *, final: bool, control: Any) -> None:
+        outputs = self.generate(model)
+        self.last_outputs = outputs
+        probe = self._probe_metrics(outputs, step)
         self.probes.append(probe)
         self._pending.update({"guard/gen_words": probe.gen_words, "guard/ref_words": probe.ref_words,
                               "guard/distinct_2": probe.distinct_2, "guard/one_liner_share": probe.one_liner_share})

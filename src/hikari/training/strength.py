@@ -174,8 +174,10 @@ class PenaltyStrengthProbe(TrainerCallback):
         if a.numel() == 0:
             raise RuntimeError("no lora_A element had a CE or penalty gradient: nothing to measure")
 
-        def quantile(x: torch.Tensor, q: float) -> float:  # torch.quantile refuses inputs over 16M elements
-            return float(x.double().sort()[0][round(q * (x.numel() - 1))])
+        a, b = a.double().sort()[0], b.double().sort()[0]  # sorted once (torch.quantile refuses > 16M elements)
+
+        def quantile(x: torch.Tensor, q: float) -> float:
+            return float(x[round(q * (x.numel() - 1))])
 
         return PenaltyStrength(
             penalty=self.penalty, beta=self.beta, steps=n,
@@ -214,13 +216,14 @@ REFERENCE_DIR = "reference_strength"
 def reference_strength(recipe: str) -> PenaltyStrength:
     """The strength measured for `recipe` at Qwen3-VL-8B width (`benchmarks/penalty_strength.py`), shipped with the
     recipes as `recipes/reference_strength/<recipe>.json`."""
-    path = resources.files("hikari") / "recipes" / REFERENCE_DIR / f"{recipe}.json"
+    path = reference_strength_path(recipe)
     if not path.is_file():
         raise FileNotFoundError(f"no reference strength for {recipe!r} ({path}); run benchmarks/penalty_strength.py")
     return PenaltyStrength.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 def reference_strength_path(recipe: str) -> Path:
+    """Where the shipped reference strength of `recipe` lives (it may not exist)."""
     return Path(str(resources.files("hikari") / "recipes" / REFERENCE_DIR / f"{recipe}.json"))
 
 
