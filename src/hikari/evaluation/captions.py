@@ -17,12 +17,14 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from nltk.translate.bleu_score import SmoothingFunction, corpus_bleu
 from rouge_score import rouge_scorer
 
 from hikari.data.labels import ALIASES
 from hikari.evaluation.bertscore import BERTSCORE_LAYER, BERTSCORE_MODEL, bert_score_f
 from hikari.evaluation.predictions import Prediction
+from hikari.evaluation.stats import DEFAULT_LEVEL, bleu_sentence_stats, caption_intervals
 
 BLEU_WEIGHTS: dict[str, tuple[float, ...]] = {
     "bleu_1": (1.0, 0.0, 0.0, 0.0),
@@ -52,16 +54,21 @@ def bleu_scores(references: Sequence[str], hypotheses: Sequence[str]) -> dict[st
     }
 
 
-def rouge_scores(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
-    """Mean ROUGE-1/2/L F-measure ×100 over caption pairs, keys ``rouge_1``, ``rouge_2``, ``rouge_l``."""
+def rouge_per_image(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, np.ndarray]:
+    """ROUGE-1/2/L F-measure ×100 of every caption pair: {``rouge_1``, ``rouge_2``, ``rouge_l``: (n,) array}."""
     _check_pairs(references, hypotheses)
     scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
-    totals = dict.fromkeys(ROUGE_KEYS, 0.0)
-    for reference, hypothesis in zip(references, hypotheses):
+    out = {name: np.zeros(len(references)) for name in ROUGE_KEYS.values()}
+    for i, (reference, hypothesis) in enumerate(zip(references, hypotheses)):
         scores = scorer.score(reference, hypothesis)
-        for key in ROUGE_KEYS:
-            totals[key] += scores[key].fmeasure
-    return {name: totals[key] / len(references) * 100.0 for key, name in ROUGE_KEYS.items()}
+        for key, name in ROUGE_KEYS.items():
+            out[name][i] = scores[key].fmeasure * 100.0
+    return out
+
+
+def rouge_scores(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F-measure ×100 over caption pairs, keys ``rouge_1``, ``rouge_2``, ``rouge_l``."""
+    return {name: float(np.mean(values)) for name, values in rouge_per_image(references, hypotheses).items()}
 
 
 def mentions_disease(caption: str, disease: str) -> bool:
@@ -104,21 +111,51 @@ def caption_metrics(
     bertscore: bool = False,
     bertscore_model: str = BERTSCORE_MODEL,
     bertscore_layer: int | None = BERTSCORE_LAYER,
+    *,
+    bootstrap: int = 0,
+    seed: int = 0,
+    level: float = DEFAULT_LEVEL,
 ) -> dict[str, Any]:
     """All caption metrics for aligned references/hypotheses; `diseases` (true disease per pair, None when
-    unknown) enables the mention rate over the pairs whose disease is known (``n_mention``)."""
+    unknown) enables the mention rate over the pairs whose disease is known (``n_mention``).
+
+    With `bootstrap` > 0 also ``ci`` = {metric: {value, ci_low, ci_high, n}} for BLEU-1..4 (corpus BLEU
+    recomputed per resample), ROUGE-1/2/L and the mention rate, and ``bootstrap`` = {resamples, seed, level}
+    (see `hikari.evaluation.stats`). BERTScore gets no interval."""
     metrics: dict[str, Any] = {"n": len(references)}
     metrics.update(bleu_scores(references, hypotheses))
-    metrics.update(rouge_scores(references, hypotheses))
+    rouge = rouge_per_image(references, hypotheses)
+    metrics.update({name: float(np.mean(values)) for name, values in rouge.items()})
+    per_image = dict(rouge)
     if diseases is not None:
         known = [(h, d) for h, d in zip(hypotheses, diseases) if d]
         if known:
             metrics["mention_rate"] = disease_mention_rate([h for h, _ in known], [d for _, d in known])
             metrics["n_mention"] = len(known)
+            per_image["mention_rate"] = np.array(
+                [100.0 * mentions_disease(h, d) if d else np.nan for h, d in zip(hypotheses, diseases)]
+            )
     if bertscore:
         metrics["bertscore_f"] = bert_score_f(references, hypotheses, bertscore_model, bertscore_layer)
     metrics.update(length_stats(references, hypotheses))
+    if bootstrap > 0:
+        stats = bleu_sentence_stats([r.lower().split() for r in references], [h.lower().split() for h in hypotheses])
+        metrics["ci"] = caption_intervals(stats, BLEU_WEIGHTS, per_image, metrics, n_resamples=bootstrap, seed=seed,
+                                          level=level)  # fmt: skip
+        metrics["bootstrap"] = {"resamples": bootstrap, "seed": seed, "level": level}
     return metrics
+
+
+def scored_captions(predictions: Sequence[Prediction]) -> list[Prediction]:
+    """The caption predictions `evaluate_captions` scores (status "success", not truncated); raises when none is
+    left or one has no reference caption."""
+    scored = [p for p in predictions if p.status == "success" and not p.truncated]
+    if not scored:
+        raise ValueError(f"none of the {len(predictions)} caption predictions can be scored")
+    missing = [p.id for p in scored if p.ground_truth is None]
+    if missing:
+        raise ValueError(f"{len(missing)} caption predictions have no reference caption (first: id {missing[0]})")
+    return scored
 
 
 def evaluate_captions(
@@ -127,21 +164,21 @@ def evaluate_captions(
     bertscore: bool = False,
     bertscore_model: str = BERTSCORE_MODEL,
     bertscore_layer: int | None = BERTSCORE_LAYER,
+    *,
+    bootstrap: int = 0,
+    seed: int = 0,
+    level: float = DEFAULT_LEVEL,
 ) -> dict[str, Any]:
     """Score caption predictions. Truncated items (reasoning never finished) are not scored but counted
     (``n_truncated``), as are failed ones (``n_failed``). True diseases come from `diseases` (file name →
-    disease) when given, else from each prediction's `disease` field."""
-    scored = [p for p in predictions if p.status == "success" and not p.truncated]
-    if not scored:
-        raise ValueError(f"none of the {len(predictions)} caption predictions can be scored")
-    missing = [p.id for p in scored if p.ground_truth is None]
-    if missing:
-        raise ValueError(f"{len(missing)} caption predictions have no reference caption (first: id {missing[0]})")
+    disease) when given, else from each prediction's `disease` field. `bootstrap`, `seed`, `level`: CIs, see
+    `caption_metrics`."""
+    scored = scored_captions(predictions)
     truth = [(diseases or {}).get(p.file_name) or p.disease for p in scored]
     metrics = caption_metrics(
         [p.ground_truth or "" for p in scored], [p.parsed for p in scored],
         diseases=truth if any(truth) else None, bertscore=bertscore, bertscore_model=bertscore_model,
-        bertscore_layer=bertscore_layer,
+        bertscore_layer=bertscore_layer, bootstrap=bootstrap, seed=seed, level=level,
     )  # fmt: skip
     metrics["n_truncated"] = sum(p.truncated for p in predictions)
     metrics["n_failed"] = sum(p.status != "success" for p in predictions)

@@ -35,6 +35,7 @@ from sklearn.metrics import (
 from hikari.data.labels import DISEASE_TO_GROUP, UNKNOWN
 from hikari.evaluation.parsing import parse_diagnosis
 from hikari.evaluation.predictions import Prediction
+from hikari.evaluation.stats import DEFAULT_LEVEL, diagnosis_intervals
 
 
 def _check_inputs(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> None:
@@ -137,19 +138,10 @@ def as_group_predictions(predictions: Sequence[Prediction]) -> list[Prediction]:
     return out
 
 
-def evaluate_diagnosis(
-    predictions: Sequence[Prediction], labels: Sequence[str], reparse: bool = False, thinking: bool = False
-) -> dict[str, Any]:
-    """Score diagnosis predictions against their ground truth.
-
-    With `reparse` the labels are first re-derived from `raw_output` (`reparse_predictions`) and
-    ``n_reparse_changed`` counts those that differ from the stored ones. Failed (status not "success") and
-    truncated predictions count as ``UNKNOWN`` (wrong), as do stored labels outside `labels`. Items without
-    ground truth raise: a metric over an unannounced subset would be silently biased.
-    """
-    n_changed = 0
-    if reparse:
-        predictions, n_changed = reparse_predictions(predictions, labels, thinking=thinking)
+def scored_labels(predictions: Sequence[Prediction], labels: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(y_true, y_pred) as `evaluate_diagnosis` scores them: failed (status not "success") and truncated
+    predictions, and stored labels outside `labels`, become ``UNKNOWN`` (wrong). Items without ground truth, or
+    with one outside `labels`, raise naming the item: a metric over an unannounced subset would be biased."""
     allowed = set(labels)
     y_true: list[str] = []
     y_pred: list[str] = []
@@ -163,9 +155,41 @@ def evaluate_diagnosis(
         ok = p.status == "success" and not p.truncated and p.parsed in allowed
         y_true.append(p.ground_truth)
         y_pred.append(p.parsed if ok else UNKNOWN)
+    return y_true, y_pred
+
+
+def evaluate_diagnosis(
+    predictions: Sequence[Prediction],
+    labels: Sequence[str],
+    reparse: bool = False,
+    thinking: bool = False,
+    *,
+    bootstrap: int = 0,
+    seed: int = 0,
+    level: float = DEFAULT_LEVEL,
+) -> dict[str, Any]:
+    """Score diagnosis predictions against their ground truth.
+
+    With `reparse` the labels are first re-derived from `raw_output` (`reparse_predictions`) and
+    ``n_reparse_changed`` counts those that differ from the stored ones. Failed (status not "success") and
+    truncated predictions count as ``UNKNOWN`` (wrong), as do stored labels outside `labels`. Items without
+    ground truth raise: a metric over an unannounced subset would be silently biased.
+
+    With `bootstrap` > 0 the result also holds ``ci`` = {metric: {value, ci_low, ci_high, n}} for the five
+    headline metrics (percentile bootstrap over images, `bootstrap` resamples, `seed`, `level`; see
+    `hikari.evaluation.stats`) and ``bootstrap`` = {resamples, seed, level}. The flat keys are unchanged.
+    """
+    n_changed = 0
+    if reparse:
+        predictions, n_changed = reparse_predictions(predictions, labels, thinking=thinking)
+    y_true, y_pred = scored_labels(predictions, labels)
     metrics = diagnosis_metrics(y_true, y_pred, labels)
     metrics["n_truncated"] = sum(p.truncated for p in predictions)
     metrics["n_failed"] = sum(p.status != "success" for p in predictions)
     if reparse:
         metrics["n_reparse_changed"] = n_changed
+    if bootstrap > 0:
+        metrics["ci"] = diagnosis_intervals(y_true, y_pred, labels, metrics, n_resamples=bootstrap, seed=seed,
+                                            level=level)  # fmt: skip
+        metrics["bootstrap"] = {"resamples": bootstrap, "seed": seed, "level": level}
     return metrics
