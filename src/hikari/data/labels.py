@@ -131,3 +131,47 @@ def group_of(disease: str, mapping: Mapping[str, str] = DISEASE_TO_GROUP) -> str
         return mapping[disease]
     except KeyError:
         raise KeyError(f"unknown disease {disease!r}; valid: {', '.join(sorted(mapping))}") from None
+
+
+# Skin-type bands for subgroup reports. SkinCAP records skin type two ways: Fitzpatrick17k rows carry
+# `fitzpatrick_scale` 1–6 (−1 = unknown), DDI rows carry `skin_tone` 12 / 34 / 56 (DDI's own three bands, which
+# are Fitzpatrick I–II, III–IV and V–VI). Both map onto the same three bands here, and nowhere else.
+SKIN_BANDS: tuple[str, ...] = ("I–II", "III–IV", "V–VI")
+UNKNOWN_SKIN_BAND = "unknown"
+FITZPATRICK_TO_BAND: dict[int, str] = {1: SKIN_BANDS[0], 2: SKIN_BANDS[0], 3: SKIN_BANDS[1], 4: SKIN_BANDS[1],
+                                       5: SKIN_BANDS[2], 6: SKIN_BANDS[2]}  # fmt: skip
+DDI_TONE_TO_BAND: dict[int, str] = {12: SKIN_BANDS[0], 34: SKIN_BANDS[1], 56: SKIN_BANDS[2]}
+_MISSING_CELLS = frozenset({"", "nan", "none", "null", "na", "n/a", "-1", "-1.0"})
+
+
+def _skin_code(value: object, what: str) -> int | None:
+    """An integer code from a metadata cell ("3", "3.0", 3, 3.0); None for a missing or −1 cell."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    text = str(value).strip().lower()
+    if text in _MISSING_CELLS:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"{what} {value!r} is not a number") from None
+    if number != int(number):
+        raise ValueError(f"{what} {value!r} is not a whole number")
+    return None if int(number) == -1 else int(number)
+
+
+def skin_band(fitzpatrick_scale: object = None, skin_tone: object = None) -> str:
+    """The skin band ("I–II", "III–IV", "V–VI" or "unknown") of a SkinCAP row from its `fitzpatrick_scale`
+    (1–6; −1, empty or None = unknown) or its DDI `skin_tone` (12 / 34 / 56); Fitzpatrick wins when both are
+    known. Any other value raises a ValueError naming the column and the valid values."""
+    fitzpatrick = _skin_code(fitzpatrick_scale, "fitzpatrick_scale")
+    if fitzpatrick is not None:
+        if fitzpatrick not in FITZPATRICK_TO_BAND:
+            raise ValueError(f"fitzpatrick_scale {fitzpatrick_scale!r} is not one of 1–6 or −1 (unknown)")
+        return FITZPATRICK_TO_BAND[fitzpatrick]
+    tone = _skin_code(skin_tone, "skin_tone")
+    if tone is not None:
+        if tone not in DDI_TONE_TO_BAND:
+            raise ValueError(f"skin_tone {skin_tone!r} is not one of the DDI tones 12, 34, 56")
+        return DDI_TONE_TO_BAND[tone]
+    return UNKNOWN_SKIN_BAND

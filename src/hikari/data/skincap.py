@@ -37,6 +37,7 @@ from hikari.data.labels import (
     FUZZY_MERGE_THRESHOLD,
     clean_disease,
     normalise_diseases,
+    skin_band,
     top_k_diseases,
 )
 from hikari.data.records import SkinCapRecord
@@ -53,6 +54,8 @@ FILE_COLUMN = "skincap_file_path"
 ORI_COLUMN = "ori_file_path"
 DISEASE_COLUMN = "disease"
 SOURCE_COLUMN = "source"
+FITZPATRICK_COLUMN = "fitzpatrick_scale"  # Fitzpatrick17k rows: 1–6, −1 unknown
+SKIN_TONE_COLUMN = "skin_tone"  # DDI rows: 12 / 34 / 56
 FLAG_COLUMN = "Do not consider this image"
 CAPTION_COLUMN = "caption_zh_polish_en"  # the English caption in the CSV
 XLSX_CAPTION_COLUMN = "caption_en"  # the same caption's column name in the XLSX
@@ -70,7 +73,7 @@ SKINCON_CONCEPTS: tuple[str, ...] = (
 
 CSV_COLUMNS: tuple[str, ...] = (
     ID_COLUMN, FILE_COLUMN, ORI_COLUMN, "caption_zh", "caption_zh_polish", CAPTION_COLUMN, DISEASE_COLUMN,
-    "remark", SOURCE_COLUMN, "skin_tone", "malignant", "fitzpatrick_scale", "fitzpatrick_centaur",
+    "remark", SOURCE_COLUMN, SKIN_TONE_COLUMN, "malignant", FITZPATRICK_COLUMN, "fitzpatrick_centaur",
     "nine_partition_label", "three_partition_label", *SKINCON_CONCEPTS, FLAG_COLUMN,
 )  # fmt: skip
 
@@ -477,3 +480,12 @@ def read_skincap(
         metadata_path=meta_path,
         caption_column=caption_column,
     )
+
+
+def record_skin_band(record: SkinCapRecord) -> str:
+    """The skin band of a record (`labels.skin_band` of its ``fitzpatrick_scale`` / ``skin_tone`` cells, kept in
+    `SkinCapRecord.extra`); "unknown" when the metadata has neither column. A bad cell raises naming the file."""
+    try:
+        return skin_band(record.extra.get(FITZPATRICK_COLUMN), record.extra.get(SKIN_TONE_COLUMN))
+    except ValueError as err:
+        raise ValueError(f"{record.file_name} (id {record.id}): {err}") from None
