@@ -15,7 +15,11 @@ so α can even change per query). Query modes (`strategy`):
 
 For large collections an approximate index is added: IVF with 8-bit scalar-quantised vectors, whose candidates
 (`k_factor`·k of them) are re-scored exactly against the flat index (`faiss.IndexRefine`, sharing the flat
-index's vectors, so no extra full copy is kept). `nprobe` trades speed for recall.
+index's vectors, so no extra full copy is kept). `nprobe` trades speed for recall, and the right value depends on
+the data, so it is measured at build time rather than fixed (`tune_nprobe`): the smallest `nprobe` whose recall@10
+against exact search reaches `target_recall` (default 0.95) on held-out stored vectors is kept; where no `nprobe`
+reaches it, or reaching it is slower than exact search, the index records why and answers approximate searches
+exactly (`IndexInfo.tuning`).
 
 Exclusions: a query never gets back its own id, a reference from its source image (same normalised
 `ori_file_path`) or a near-duplicate picture (pHash within the split's threshold). Search over-fetches k + margin
@@ -25,12 +29,15 @@ On disk (`save`, atomic: written to a sibling temporary directory, then renamed 
     index.json          metadata: encoders, α, split path + fingerprint, dims, counts, format version
     references.json     per reference: id, file name, label, caption, source, pHash, image path
     exact.faiss         IndexFlatIP over [e_img, e_txt] (the embeddings themselves)
-    approx.faiss        (optional) the IVF-SQ8 first stage
+    approx.faiss        (optional) the IVF-SQ8 first stage (absent when the tuner chose exact search)
+Version 2 added `tuning` to index.json; version-1 directories (no tuning) still load.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,11 +50,19 @@ from hikari.config import DEFAULT_HASH_THRESHOLD
 from hikari.data.hashing import popcount
 from hikari.utils.io import atomic_directory
 
+logger = logging.getLogger(__name__)
+
 INDEX_FORMAT = "hikari-rag-index"
-INDEX_VERSION = 1
+INDEX_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: before build-time tuning (no `tuning` in index.json)
 Strategy = Literal["text", "image_text", "image"]
 _HASH_WORDS = 4  # 256-bit pHash as four uint64 words
 BLAS_DATABASE_BLOCK = 16_384
+# Build-time tuning of the approximate index (see `tune_nprobe`).
+DEFAULT_TARGET_RECALL = 0.95
+TUNE_K = 10  # recall@10, the promise the benchmark checks
+TUNE_QUERIES = 512
+KMEANS_ITERATIONS = 10  # faiss's default 25 costs 2.5x the training time for lists the tuner compensates anyway
 
 
 @dataclass(frozen=True)
@@ -99,6 +114,38 @@ def phash_words(hashes: Sequence[int | None]) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class IvfTuning:
+    """What the build measured of the approximate index and what `search(approximate=True)` therefore does.
+
+    Recall is recall@`k` (|approximate top-k ∩ exact top-k| / k, averaged over queries; the minimum over the query
+    kinds, see `tune_nprobe`). Times are milliseconds per query in one batch of `queries`, on the build machine.
+
+    Attributes:
+        search: ``"approximate"`` (IVF at `nprobe`) or ``"exact"`` (the flat index answers approximate searches).
+        chosen_by: ``"tuner"`` (smallest nprobe reaching `target_recall`) or ``"caller"`` (a fixed nprobe).
+        nprobe: the nprobe approximate search uses; None when `search` is exact.
+        recall: recall of what approximate search does (1.0 when exact).
+        reason: one sentence on why this setting was chosen.
+        curve: per nprobe tried, {"nprobe", "recall", "recall_<kind>", "scanned" (fraction of the references whose
+            codes were compared, per query), "ms_per_query"}.
+    """
+
+    target_recall: float
+    k: int
+    queries: int
+    seed: int
+    k_factor: int
+    search: Literal["approximate", "exact"]
+    chosen_by: Literal["tuner", "caller"]
+    nprobe: int | None
+    recall: float
+    reason: str
+    exact_ms_per_query: float
+    approx_ms_per_query: float | None
+    curve: list[dict[str, float]] = field(default_factory=list)
+
+
 @dataclass
 class IndexInfo:
     """The metadata of an index (index.json)."""
@@ -111,11 +158,16 @@ class IndexInfo:
     split_fingerprint: str | None = None
     data_dir: str | None = None
     hash_threshold: int = DEFAULT_HASH_THRESHOLD
-    approximate: dict[str, Any] | None = None  # {"nlist", "nprobe", "k_factor"} when an IVF index exists
+    approximate: dict[str, Any] | None = None  # {"nlist", "nprobe", "k_factor"} when an IVF index was built
     # train images left out because they could not be read: {"file_name", "error"} each
     skipped: list[dict[str, str]] = field(default_factory=list)
+    tuning: IvfTuning | None = None  # what the build measured and chose for approximate search (version >= 2)
     format: str = INDEX_FORMAT
     version: int = INDEX_VERSION
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tuning, dict):  # read back from index.json
+            self.tuning = IvfTuning(**self.tuning)
 
 
 class HybridIndex:
@@ -156,13 +208,20 @@ class HybridIndex:
         alpha: float,
         approximate: bool = False,
         nlist: int | None = None,
-        nprobe: int = 16,
+        nprobe: int | None = None,
         k_factor: int = 8,
         train_size: int = 100_000,
         seed: int = 0,
+        target_recall: float = DEFAULT_TARGET_RECALL,
+        max_cost_vs_exact: float | None = 1.0,
+        tune_queries: int = TUNE_QUERIES,
         **info: Any,
     ) -> HybridIndex:
-        """Build the index from unit-norm embeddings (checked); `info` fills the remaining `IndexInfo` fields."""
+        """Build the index from unit-norm embeddings (checked); `info` fills the remaining `IndexInfo` fields.
+
+        With `approximate`, an IVF-SQ8 index is built and tuned (`build_approximate`): `nprobe` None picks the
+        smallest nprobe reaching `target_recall`, an int fixes it (its recall is still measured and recorded).
+        """
         image_emb = np.ascontiguousarray(image_emb, dtype=np.float32)
         n, d_img = image_emb.shape
         parts = [image_emb]
@@ -182,11 +241,15 @@ class HybridIndex:
         d_txt = 0 if text_emb is None else text_emb.shape[1]
         exact = faiss.IndexFlatIP(matrix.shape[1])
         exact.add(matrix)
+        del matrix  # the flat index holds the only copy the approximate build reads
         meta = IndexInfo(alpha=float(alpha), image_dim=d_img, text_dim=d_txt, **info)
         approx = None
         if approximate:
-            approx, meta.approximate = build_ivf(matrix, nlist=nlist, nprobe=nprobe, k_factor=k_factor,
-                                                 train_size=train_size, seed=seed)  # fmt: skip
+            approx, meta.approximate, meta.tuning = build_approximate(
+                exact, alpha=meta.alpha, image_dim=d_img, nlist=nlist, nprobe=nprobe, k_factor=k_factor,
+                target_recall=target_recall, max_cost_vs_exact=max_cost_vs_exact, tune_queries=tune_queries,
+                train_size=train_size, seed=seed,
+            )  # fmt: skip
         return cls(exact, references, meta, approx)
 
     # -- querying ---------------------------------------------------------------------------------------------
@@ -279,7 +342,7 @@ class HybridIndex:
         nq, n = vectors.shape[0], self.exact.ntotal
         if exclude is not None and len(exclude) != nq:
             raise ValueError(f"{nq} queries but {len(exclude)} exclusions")
-        index = self._searcher(approximate)
+        index, approximate = self._searcher(approximate)
         rows_out = np.full((nq, k), -1, dtype=np.int64)
         scores_out = np.full((nq, k), -np.inf, dtype=np.float32)
         todo = np.arange(nq)
@@ -300,28 +363,24 @@ class HybridIndex:
             fetch = min(n, fetch * 4)
         return rows_out, scores_out
 
-    def _searcher(self, approximate: bool) -> Any:
+    def _searcher(self, approximate: bool) -> tuple[Any, bool]:
+        """(faiss index to search, whether it is the approximate one)."""
         if not approximate:
-            return self.exact
+            return self.exact, False
         if self.approx is None:
+            if self.info.tuning is not None and self.info.tuning.search == "exact":
+                return self.exact, False  # measured at build time: approximate search cannot keep its promise here
             raise ValueError("this index was built without an approximate (IVF) index; rebuild with approximate")
         refine = faiss.IndexRefine(self.approx, self.exact)
         refine.k_factor = float(self.info.approximate["k_factor"] if self.info.approximate else 8)
         self._keep_alive = refine  # the refine wrapper does not own its sub-indexes; keep the pair together
-        return refine
+        return refine, True
 
     def _run(self, index: Any, vectors: np.ndarray, fetch: int, approximate: bool) -> tuple[np.ndarray, np.ndarray]:
         if approximate:
-            self.approx.nprobe = int(self.info.approximate["nprobe"]) if self.info.approximate else 16
-        # Exact search multiplies query blocks by database blocks of this many rows (BLAS), then updates the top-k
-        # heaps; faiss's default of 1,024 rows makes the heap updates dominate for wide (1,792-d) vectors, 16,384
-        # rows measured ~1.9x faster (benchmarks/retrieval.py), on par with a plain numpy matmul. Restored after.
-        previous = faiss.cvar.distance_compute_blas_database_bs
-        faiss.cvar.distance_compute_blas_database_bs = max(previous, BLAS_DATABASE_BLOCK)
-        try:
-            return index.search(vectors, fetch)
-        finally:
-            faiss.cvar.distance_compute_blas_database_bs = previous
+            nprobe = self.info.approximate.get("nprobe") if self.info.approximate else None
+            self.approx.nprobe = int(nprobe or 16)  # 16: what indexes saved before tuning were built with
+        return _search(index, vectors, fetch)
 
     def _excluded(self, rows: np.ndarray, ex: Exclusion) -> np.ndarray:
         """Mask over candidate `rows` (−1 allowed) of references the exclusion forbids."""
@@ -363,10 +422,13 @@ class HybridIndex:
             raise FileNotFoundError(f"{path} is not a HIKARI retrieval index (no index.json); "
                                     "build one with `hikari retrieve build`")  # fmt: skip
         raw = json.loads(meta_path.read_text(encoding="utf-8"))
-        if raw.get("format") != INDEX_FORMAT or raw.get("version") != INDEX_VERSION:
+        if raw.get("format") != INDEX_FORMAT or raw.get("version") not in READABLE_VERSIONS:
             raise ValueError(f"{meta_path}: format {raw.get('format')!r} v{raw.get('version')!r} is not "
-                             f"{INDEX_FORMAT!r} v{INDEX_VERSION}")  # fmt: skip
-        info = IndexInfo(**raw)
+                             f"{INDEX_FORMAT!r} v{'/'.join(map(str, READABLE_VERSIONS))}")  # fmt: skip
+        try:
+            info = IndexInfo(**raw)
+        except TypeError as err:
+            raise ValueError(f"{meta_path}: {err}") from None
         refs_raw = json.loads((path / "references.json").read_text(encoding="utf-8"))
         refs = []
         for i, r in enumerate(refs_raw):
@@ -379,15 +441,44 @@ class HybridIndex:
         return cls(exact, refs, info, approx)
 
 
+def _search(index: Any, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`index.search(vectors, k)` with the wide BLAS database block for exact search (restored after)."""
+    # Exact search multiplies query blocks by database blocks of this many rows (BLAS), then updates the top-k
+    # heaps; faiss's default of 1,024 rows makes the heap updates dominate for wide (1,792-d) vectors, 16,384
+    # rows measured ~1.9x faster (benchmarks/retrieval.py), on par with a plain numpy matmul.
+    previous = faiss.cvar.distance_compute_blas_database_bs
+    faiss.cvar.distance_compute_blas_database_bs = max(previous, BLAS_DATABASE_BLOCK)
+    try:
+        return index.search(vectors, k)
+    finally:
+        faiss.cvar.distance_compute_blas_database_bs = previous
+
+
+def flat_vectors(exact: Any) -> np.ndarray:
+    """(n, d) float32 view of a `faiss.IndexFlat`'s own storage (no copy; valid while `exact` lives)."""
+    return faiss.rev_swig_ptr(exact.get_xb(), exact.ntotal * exact.d).reshape(exact.ntotal, exact.d)
+
+
 def default_nlist(n: int) -> int:
     """√n lists, but at least 39 training points per list (faiss's minimum for a sensible k-means)."""
     return max(1, min(int(np.sqrt(n)), n // 39))
 
 
 def build_ivf(
-    matrix: np.ndarray, *, nlist: int | None, nprobe: int, k_factor: int, train_size: int, seed: int
+    matrix: np.ndarray,
+    *,
+    nlist: int | None,
+    nprobe: int,
+    k_factor: int,
+    train_size: int,
+    seed: int,
+    holdout: np.ndarray | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """IVF-SQ8 (inner product) over `matrix` rows (n, d), trained on a seeded sample; returns (index, params)."""
+    """IVF-SQ8 (inner product) over `matrix` rows (n, d), trained on a seeded sample; returns (index, params).
+
+    Rows in `holdout` (indices) are stored but left out of the k-means sample, so that queries made of them
+    measure the lists as unseen queries would. k-means runs `KMEANS_ITERATIONS` iterations, seeded by `seed`.
+    """
     n, d = matrix.shape
     nlist = nlist or default_nlist(n)
     if nlist < 1 or nlist > n:
@@ -397,11 +488,200 @@ def build_ivf(
     ivf.own_fields = True
     quantizer.this.disown()
     rng = np.random.default_rng(seed)
-    sample = matrix if n <= train_size else matrix[np.sort(rng.choice(n, train_size, replace=False))]
+    pool = np.arange(n) if holdout is None or holdout.size == 0 else np.setdiff1d(np.arange(n), holdout)
+    if pool.size < nlist:
+        pool = np.arange(n)  # too few rows left to train nlist centroids; train on everything
+    rows = pool if pool.size <= train_size else np.sort(rng.choice(pool, train_size, replace=False))
     ivf.cp.seed = seed
-    ivf.train(sample)
+    ivf.cp.niter = KMEANS_ITERATIONS
+    ivf.train(matrix if rows.size == n else matrix[rows])
     step = 100_000
     for start in range(0, n, step):
         ivf.add(matrix[start : start + step])
     ivf.nprobe = nprobe
     return ivf, {"nlist": nlist, "nprobe": nprobe, "k_factor": k_factor}
+
+
+def tuning_queries(
+    matrix: np.ndarray, rows: np.ndarray, *, alpha: float, image_dim: int
+) -> dict[str, np.ndarray]:
+    """Query kind → (len(rows), d) query vectors made of stored rows, as `HybridIndex.query_vectors` forms them.
+
+    ``"text"`` (Strategy B): [α·e_img, (1−α)·e_txt] — a training sample querying with its own image and caption;
+    ``"image"``: [e_img, 0]. An image-only index (no text part) has only ``"image"``.
+    """
+    stored = matrix[rows]
+    image = stored.copy()
+    image[:, image_dim:] = 0.0
+    if stored.shape[1] == image_dim:
+        return {"image": image}
+    text = stored.copy()
+    text[:, :image_dim] *= np.float32(alpha)
+    text[:, image_dim:] *= np.float32(1.0 - alpha)
+    return {"text": text, "image": image}
+
+
+def _topk_without_self(rows: np.ndarray, self_rows: np.ndarray, k: int) -> np.ndarray:
+    """(q, k) of (q, k+1) result rows with each query's own row removed (the last one dropped where absent)."""
+    keep = rows != self_rows[:, None]
+    out = np.full((rows.shape[0], k), -1, dtype=np.int64)
+    for i in range(rows.shape[0]):
+        kept = rows[i][keep[i]][:k]
+        out[i, : kept.size] = kept
+    return out
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over queries of |found ∩ truth| / |truth| (−1 entries ignored)."""
+    hits = [len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) / max(1, int((t >= 0).sum()))
+            for f, t in zip(found, truth, strict=True)]  # fmt: skip
+    return float(np.mean(hits))
+
+
+def tune_nprobe(
+    ivf: Any,
+    exact: Any,
+    queries: dict[str, np.ndarray],
+    self_rows: np.ndarray,
+    *,
+    k: int = TUNE_K,
+    k_factor: int,
+    target_recall: float = DEFAULT_TARGET_RECALL,
+    nprobe: int | None = None,
+    max_cost_vs_exact: float | None = 1.0,
+    seed: int = 0,
+) -> IvfTuning:
+    """Measure recall@k of IVF + exact refinement against exact search and pick the smallest sufficient nprobe.
+
+    Queries are *stored* vectors (`self_rows`, held out of the k-means sample by `build_approximate`), each kind
+    formed as the index forms real queries (`tuning_queries`); both searches fetch k + 1 and drop the query's own
+    row, so recall is over its k true neighbours. Why stored vectors and not perturbed copies: a training sample
+    querying with its own image and caption, itself excluded, is exactly how RAG-in-Training queries the index,
+    and held-out rows of the data come from the data's own distribution, whereas any perturbation would be an
+    invented noise level the tuner could be tuned to. (A stored row always sits in its own list, so the measure
+    can flatter queries from far off the data; the benchmark checks unseen queries.)
+
+    The nprobe ladder is faiss's `ParameterSpace` range for the index (1, 2, 4, … below nlist) plus nlist itself.
+    Recall is the minimum over the query kinds. The ladder stops at the first nprobe whose recall reaches
+    `target_recall`; with `max_cost_vs_exact` set, also once a rung is slower than that multiple of exact search
+    (each further rung probes more lists, so it can only be slower). Exact search is then chosen when no rung
+    reached the target, or the chosen one (best of three timings) is slower than `max_cost_vs_exact` × exact.
+    `max_cost_vs_exact=None` skips the time comparison, so the choice depends only on the data and `seed` (timings
+    are still recorded). A fixed `nprobe` is measured and kept (a warning when it misses the target).
+    """
+    if not 0.0 < target_recall <= 1.0:
+        raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
+    if max_cost_vs_exact is not None and max_cost_vs_exact <= 0:
+        raise ValueError(f"max_cost_vs_exact must be > 0 or None, got {max_cost_vs_exact}")
+    if nprobe is not None and nprobe < 1:
+        raise ValueError(f"nprobe must be >= 1, got {nprobe}")
+    nq = int(self_rows.size)
+    fetch = min(k + 1, exact.ntotal)
+    kinds = list(queries)
+
+    def timed(index: Any) -> tuple[float, dict[str, np.ndarray]]:
+        start = time.perf_counter()
+        found = {kind: _topk_without_self(_search(index, queries[kind], fetch)[1], self_rows, k) for kind in kinds}
+        return (time.perf_counter() - start) * 1000 / (nq * len(kinds)), found
+
+    exact_ms, truth = timed(exact)
+    exact_ms = min(exact_ms, timed(exact)[0])  # best of two: the first run also pays page faults
+    refine = faiss.IndexRefine(ivf, exact)
+    refine.k_factor = float(k_factor)
+    space = faiss.ParameterSpace()
+    space.initialize(refine)
+    ranges = {(pr := space.parameter_ranges.at(r)).name: pr.values for r in range(space.parameter_ranges.size())}
+    ladder = sorted({*(int(v) for v in faiss.vector_to_array(ranges["nprobe"])), ivf.nlist})
+    if nprobe is not None:
+        ladder = [min(nprobe, ivf.nlist)]
+    curve: list[dict[str, float]] = []
+    chosen: dict[str, float] | None = None
+    for p in ladder:
+        space.set_index_parameter(refine, "nprobe", p)
+        faiss.cvar.indexIVF_stats.reset()
+        ms, found = timed(refine)
+        point = {"nprobe": p, "ms_per_query": round(ms, 4),
+                 "scanned": round(faiss.cvar.indexIVF_stats.ndis / (nq * len(kinds) * max(1, exact.ntotal)), 4)}
+        recalls = {kind: _recall(found[kind], truth[kind]) for kind in kinds}
+        point.update({f"recall_{kind}": round(r, 4) for kind, r in recalls.items()})
+        point["recall"] = round(min(recalls.values()), 4)
+        curve.append(point)
+        if point["recall"] >= target_recall or nprobe is not None:
+            chosen = point
+            break
+        if max_cost_vs_exact is not None and ms > max_cost_vs_exact * exact_ms:
+            break
+    best = max(curve, key=lambda c: c["recall"])
+    common = dict(target_recall=float(target_recall), k=k, queries=nq * len(kinds), seed=seed, k_factor=k_factor,
+                  exact_ms_per_query=round(exact_ms, 4), curve=curve)  # fmt: skip
+    if nprobe is not None:
+        assert chosen is not None
+        if chosen["recall"] < target_recall:
+            logger.warning("approximate index at the given nprobe=%d: recall@%d %.3f is below the target %.3f",
+                           nprobe, k, chosen["recall"], target_recall)  # fmt: skip
+        return IvfTuning(search="approximate", chosen_by="caller", nprobe=int(chosen["nprobe"]),
+                         recall=chosen["recall"], approx_ms_per_query=chosen["ms_per_query"],
+                         reason=f"nprobe {nprobe} given by the caller", **common)  # fmt: skip
+    if chosen is None:
+        return IvfTuning(search="exact", chosen_by="tuner", nprobe=None, recall=1.0, approx_ms_per_query=None,
+                         reason=(f"recall@{k} {target_recall} not reached: best {best['recall']} at nprobe "
+                                 f"{best['nprobe']} of {ivf.nlist} lists"
+                                 + ("" if best["nprobe"] == ivf.nlist else
+                                    f" ({best['ms_per_query']} ms/query, already slower than exact search's "
+                                    f"{round(exact_ms, 4)})")),
+                         **common)  # fmt: skip
+    space.set_index_parameter(refine, "nprobe", int(chosen["nprobe"]))
+    approx_ms = min([chosen["ms_per_query"], *(timed(refine)[0] for _ in range(2))])
+    if max_cost_vs_exact is not None and approx_ms > max_cost_vs_exact * exact_ms:
+        return IvfTuning(search="exact", chosen_by="tuner", nprobe=None, recall=1.0,
+                         approx_ms_per_query=round(approx_ms, 4),
+                         reason=(f"recall@{k} {chosen['recall']} needs nprobe {chosen['nprobe']} of {ivf.nlist} "
+                                 f"lists, {round(approx_ms, 4)} ms/query: slower than exact search's "
+                                 f"{round(exact_ms, 4)}"), **common)  # fmt: skip
+    return IvfTuning(search="approximate", chosen_by="tuner", nprobe=int(chosen["nprobe"]), recall=chosen["recall"],
+                     approx_ms_per_query=round(approx_ms, 4),
+                     reason=(f"smallest nprobe of {ivf.nlist} lists with recall@{k} >= {target_recall}: "
+                             f"{chosen['recall']}, {round(approx_ms, 4)} vs exact {round(exact_ms, 4)} ms/query"),
+                     **common)  # fmt: skip
+
+
+def build_approximate(
+    exact: Any,
+    *,
+    alpha: float,
+    image_dim: int,
+    nlist: int | None = None,
+    nprobe: int | None = None,
+    k_factor: int = 8,
+    target_recall: float = DEFAULT_TARGET_RECALL,
+    max_cost_vs_exact: float | None = 1.0,
+    tune_queries: int = TUNE_QUERIES,
+    train_size: int = 100_000,
+    seed: int = 0,
+) -> tuple[Any | None, dict[str, Any], IvfTuning]:
+    """The approximate half of `HybridIndex.from_embeddings`: IVF-SQ8 over the flat index `exact`, tuned.
+
+    Picks `tune_queries` stored rows (seeded by `seed`, at most a tenth of the index), builds the IVF on the flat
+    index's own storage with those rows left out of k-means (`build_ivf`), then measures it (`tune_nprobe`).
+    Returns (IVF index, or None when exact search was chosen — its memory is freed; the `IndexInfo.approximate`
+    params, nprobe None when exact; the tuning record).
+    """
+    n = exact.ntotal
+    if n < 2:
+        raise ValueError(f"an approximate index needs at least 2 references, got {n}")
+    if tune_queries < 1:
+        raise ValueError(f"tune_queries must be >= 1, got {tune_queries}")
+    matrix = flat_vectors(exact)
+    rng = np.random.default_rng(seed)
+    held_out = np.sort(rng.choice(n, min(tune_queries, max(1, n // 10)), replace=False))
+    ivf, params = build_ivf(matrix, nlist=nlist, nprobe=nprobe or 1, k_factor=k_factor, train_size=train_size,
+                            seed=seed, holdout=held_out)  # fmt: skip
+    queries = tuning_queries(matrix, held_out, alpha=alpha, image_dim=image_dim)
+    tuning = tune_nprobe(ivf, exact, queries, held_out, k_factor=k_factor, target_recall=target_recall,
+                         nprobe=nprobe, max_cost_vs_exact=max_cost_vs_exact, seed=seed)  # fmt: skip
+    params["nprobe"] = tuning.nprobe
+    if tuning.search == "exact":
+        logger.info("approximate index not kept: %s", tuning.reason)
+        return None, params, tuning
+    ivf.nprobe = tuning.nprobe
+    return ivf, params, tuning
