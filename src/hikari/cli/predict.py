@@ -110,6 +110,10 @@ def predict_command(
     group_probabilities: bool = typer.Option(
         False, "--group-probabilities", help="Group task: also store P(group) for all 4 groups (M4 soft context)."
     ),
+    probabilities: bool = typer.Option(
+        False, "--probabilities", help="Group/disease task: also store the exact answer probability of every label "
+        "('probabilities' field; input of `hikari eval calibration`). Transformers engine only."
+    ),
     refs: Path | None = typer.Option(
         None, "--refs", help="Disease task: a retrieval index (`hikari retrieve build`); shows K reference cases."
     ),
@@ -136,7 +140,7 @@ def predict_command(
             model, data, split, task, out, part=part, prompt=prompt, engine=engine, batch_size=batch_size,
             max_new_tokens=max_new_tokens, limit=limit, engine_options=parse_engine_options(engine_option),
             thinking=thinking, retry_errors=retry_errors, force_mixed=force_mixed,
-            group_probabilities=group_probabilities, references=references,
+            group_probabilities=group_probabilities, references=references, probabilities=probabilities,
         )  # fmt: skip
     except (ValueError, KeyError, FileNotFoundError, NotADirectoryError, EngineUnavailable, WriterBusy) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

@@ -44,6 +44,7 @@ from hikari.data.prompts import (
     rag_messages,
     stage1_messages,
     stage2_messages,
+    stage2_target,
     stage3_messages,
 )
 from hikari.data.records import SkinCapRecord
@@ -94,6 +95,13 @@ class PredictSummary:
 # ---------------------------------------------------------------------------------------------------------------
 # Prompts per task
 # ---------------------------------------------------------------------------------------------------------------
+
+
+# Per task with answer probabilities: (labels, the answer text scored for each label — its training target).
+SCORED_CHOICES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "group": (GROUPS, GROUPS),
+    "disease": (DISEASES, tuple(stage2_target(d) for d in DISEASES)),
+}
 
 
 def resolve_prompt(task: str, prompt: str | None) -> tuple[str, Callable[[Any], list[dict[str, Any]]]]:
@@ -272,6 +280,7 @@ def run_predict(
     group_context: Mapping[str, str] | None = None,
     group_probabilities: bool = False,
     references: Mapping[str, Sequence[tuple[Any, str, str | None]]] | None = None,
+    probabilities: bool = False,
 ) -> PredictSummary:
     """Predict `task` for every record of split part `part` and append the results to `out` (JSON Lines).
 
@@ -300,13 +309,21 @@ def run_predict(
             group-context prompt ("This skin lesion belongs to the group '…'") and the prompt id gets "+group".
         group_probabilities: group task only: also store P(group | image) for all four groups (exact
             teacher-forced scoring, `hikari.inference.scoring`) in each line's ``group_probabilities`` field —
-            the input of the M4 soft group context. Needs the transformers engine.
+            the input of the M4 soft group context. Needs the transformers engine. Kept as it was; for the group
+            task it is the same as `probabilities`, which also writes this field.
         references: disease task only: file name → reference cases (image path or PIL image, label, caption
             or None), shown before the query image in the RAG prompt (`prompts.rag_messages`); the prompt id
             gets "+rag{K}" (K = the most references of any item). Every selected record needs an entry.
+        probabilities: group and disease tasks: also store the exact answer probabilities P(label | prompt) over
+            all labels (4 groups, or the 10 diseases scored as their training answer "This image shows {disease}.";
+            teacher-forced, `hikari.inference.scoring`, the same prompt as the generation) in each line's
+            ``probabilities`` field {label: p}, rounded to 6 decimals — the input of `hikari eval calibration`.
+            Group lines also get ``group_probabilities``. Needs the transformers engine.
     """
     if group_probabilities and task != "group":
         raise ValueError(f"group_probabilities applies to the group task, not {task!r}")
+    if probabilities and task not in SCORED_CHOICES:
+        raise ValueError(f"probabilities apply to the {' and '.join(SCORED_CHOICES)} tasks, not {task!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if isinstance(engine, str):
@@ -374,8 +391,9 @@ def run_predict(
                           option_names=option_names if isinstance(engine, str) else [], batch_size=batch_size,
                           build_messages=build_messages, truths=truths, task=task, prompt_id=prompt_id, part=part,
                           max_new_tokens=max_new_tokens, thinking=thinking, image_max_size=image_max_size,
-                          group_probabilities=group_probabilities, generation=generation,
-                          progress=progress)  # fmt: skip
+                          group_probabilities=group_probabilities or (probabilities and task == "group"),
+                          generation=generation,
+                          progress=progress, probabilities=probabilities)  # fmt: skip
     return summary
 
 
@@ -400,6 +418,7 @@ def _predict_todo(
     group_probabilities: bool,
     generation: Mapping[str, Any],
     progress: bool,
+    probabilities: bool = False,
 ) -> None:
     """Generate and append the lines of `todo`, a batch at a time (each batch flushed and fsynced)."""
     owned = isinstance(engine, str)
@@ -419,6 +438,7 @@ def _predict_todo(
                     batch, engine_obj, build_messages, truths, task=task, prompt_id=prompt_id, model=model,
                     engine_name=engine_name, part=part, max_new_tokens=max_new_tokens, thinking=thinking,
                     image_max_size=image_max_size, group_probabilities=group_probabilities, generation=generation,
+                    probabilities=probabilities,
                 )  # fmt: skip
                 append_predictions(out, lines)  # flushed and fsynced before the next batch starts
                 summary.n_written += len(lines)
@@ -449,8 +469,10 @@ def _predict_batch(
     image_max_size: int | None,
     group_probabilities: bool = False,
     generation: Mapping[str, Any] | None = None,
+    probabilities: bool = False,
 ) -> list[Prediction]:
-    """Predictions for one batch, in batch order; unreadable images become error lines."""
+    """Predictions for one batch, in batch order; unreadable images become error lines. `group_probabilities`
+    writes ``group_probabilities`` (group task), `probabilities` writes ``probabilities`` (group/disease)."""
     common = {"task": task, "prompt_id": prompt_id, "model": model, "engine": engine_name, "split": part}
     recorded = {"generation": dict(generation)} if generation is not None else {}
     readable: list[tuple[SkinCapRecord, list[dict[str, Any]]]] = []
@@ -471,15 +493,17 @@ def _predict_batch(
         if len(texts) != len(readable):
             raise RuntimeError(f"engine {engine_name} returned {len(texts)} outputs for {len(readable)} inputs")
         outputs = {record.id: text for (record, _), text in zip(readable, texts, strict=True)}
-    probabilities: dict[str, dict[str, float]] = {}
-    if group_probabilities and readable:
+    scores: dict[str, dict[str, float]] = {}
+    if (group_probabilities or probabilities) and readable:
         if not hasattr(engine, "model") or not hasattr(engine, "processor"):
-            raise ValueError(f"group probabilities need the transformers engine, not {engine_name!r}")
-        probs = choice_probabilities(engine.model, engine.processor, [m for _, m in readable], GROUPS)
-        probabilities = {
-            record.id: {g: round(float(p), 6) for g, p in zip(GROUPS, row, strict=True)}
+            raise ValueError(f"answer probabilities need the transformers engine, not {engine_name!r}")
+        labels, answers = SCORED_CHOICES[task]
+        probs = choice_probabilities(engine.model, engine.processor, [m for _, m in readable], answers)
+        scores = {
+            record.id: {label: round(float(p), 6) for label, p in zip(labels, row, strict=True)}
             for (record, _), row in zip(readable, probs, strict=True)
         }
+    fields = (["group_probabilities"] if group_probabilities else []) + (["probabilities"] if probabilities else [])
 
     lines: list[Prediction] = []
     for record in batch:
@@ -493,7 +517,7 @@ def _predict_batch(
             continue
         raw = outputs[record.id]
         parsed, truncated = _parse(raw, task, thinking)
-        extra = {"group_probabilities": probabilities[record.id]} if record.id in probabilities else {}
+        extra: dict[str, Any] = {name: scores[record.id] for name in fields} if record.id in scores else {}
         extra.update(recorded)
         lines.append(Prediction(raw_output=raw, parsed=parsed, truncated=truncated, extra=extra, **base))
     return lines

@@ -1,4 +1,5 @@
-"""Exact answer probabilities over a closed label set (used for the M4 "soft" Stage 1 group context).
+"""Exact answer probabilities over a closed label set: the M4 "soft" Stage 1 group context, and the stored
+``probabilities`` of ``hikari predict --probabilities`` (group and disease) that calibration is measured on.
 
 The original approximated P(group | image) with beam search (4 beams, 2 returns, softmax of sequence scores).
 With only four possible answers we can score every one exactly: the log-likelihood of each complete answer
