@@ -1,8 +1,10 @@
-"""HybridIndex against brute force: the hybrid score, top-k, exclusions, strategies, round trip, approximate."""
+"""HybridIndex against brute force: the hybrid score, top-k, exclusions, strategies, round trip, approximate;
+the approximate index's build-time tuning (target recall, exact fallback, persistence, determinism)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -207,3 +209,127 @@ def test_approximate_index_recall_on_clustered_data(tmp_path: Path) -> None:
     assert again.search(qi, qt, k=10, approximate=True) == approx
     with pytest.raises(ValueError, match="without an approximate"):
         HybridIndex.from_embeddings(img[:50], txt[:50], _refs(50), alpha=0.9).search(qi, qt, k=3, approximate=True)
+
+
+# -- build-time tuning of the approximate index -----------------------------------------------------------------
+
+
+def _clustered(n: int, clusters: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image, text, cluster label) rows: unit cluster centres plus Gaussian noise, renormalised."""
+    rng = np.random.default_rng(seed)
+    centres_i, centres_t = rng.normal(size=(clusters, D_IMG)), rng.normal(size=(clusters, D_TXT))
+    label = rng.integers(0, clusters, size=n)
+    img = _unit(centres_i[label] + noise * rng.normal(size=(n, D_IMG)))
+    return img, _unit(centres_t[label] + noise * rng.normal(size=(n, D_TXT))), label
+
+
+def _fresh_queries(seed: int, n_queries: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Unseen queries from the clusters of `_clustered(4000, 40, 1.0, 6)` (same centres: same generator state)."""
+    rng = np.random.default_rng(6)
+    centres_i, centres_t = rng.normal(size=(40, D_IMG)), rng.normal(size=(40, D_TXT))
+    q = np.random.default_rng(seed)
+    label = q.integers(0, 40, size=n_queries)
+    return (_unit(centres_i[label] + q.normal(size=(n_queries, D_IMG))),
+            _unit(centres_t[label] + q.normal(size=(n_queries, D_TXT))))  # fmt: skip
+
+
+def _search_recall(index: HybridIndex, qi: np.ndarray, qt: np.ndarray) -> float:
+    exact = index.search(qi, qt, k=10)
+    approx = index.search(qi, qt, k=10, approximate=True)
+    return float(np.mean([len({h.row for h in a} & {h.row for h in e}) / 10 for a, e in zip(approx, exact)]))
+
+
+def _deterministic(tuning) -> dict:
+    """The tuning record without its timings (which depend on the machine)."""
+    out = {k: v for k, v in asdict(tuning).items() if "ms" not in k and k != "reason"}
+    out["curve"] = [{k: v for k, v in c.items() if "ms" not in k} for c in tuning.curve]
+    return out
+
+
+def test_tuner_reaches_the_target_where_a_fixed_nprobe_does_not() -> None:
+    """Clusters wider than the lists: nprobe=2 misses most neighbours; the tuner climbs faiss's nprobe ladder until
+    recall@10 on held-out stored rows reaches the target, and unseen queries get that recall too."""
+    img, txt, _ = _clustered(4000, 40, 1.0, 6)
+    fixed = HybridIndex.from_embeddings(img, txt, _refs(4000), alpha=0.9, approximate=True, nprobe=2)
+    tuned = HybridIndex.from_embeddings(img, txt, _refs(4000), alpha=0.9, approximate=True, max_cost_vs_exact=None)
+    assert fixed.info.tuning.chosen_by == "caller" and fixed.info.tuning.nprobe == 2
+    assert fixed.info.tuning.recall < 0.8  # measured and recorded, although the caller's nprobe is kept
+    t = tuned.info.tuning
+    assert t.search == "approximate" and t.chosen_by == "tuner" and t.target_recall == 0.95
+    assert t.recall >= 0.95 and t.nprobe > 2 and tuned.info.approximate["nprobe"] == t.nprobe
+    assert [c["nprobe"] for c in t.curve] == [1, 2, 4, 8, 16][: len(t.curve)]  # smallest first, stops at the target
+    assert all(c["recall"] < 0.95 for c in t.curve[:-1]) and t.curve[-1]["recall"] == t.recall
+    assert t.curve[1]["recall"] == fixed.info.tuning.recall  # the same measurement at nprobe=2
+    assert set(t.curve[0]) >= {"recall_text", "recall_image", "scanned", "ms_per_query"}
+    assert t.queries == 2 * min(256, 4000 // 10) and t.k == 10
+    qi, qt = _fresh_queries(seed=7)
+    assert _search_recall(tuned, qi, qt) >= 0.9 > _search_recall(fixed, qi, qt)
+
+
+def test_tuner_is_deterministic_under_a_seed() -> None:
+    img, txt, _ = _clustered(4000, 40, 1.0, 6)
+    builds = [HybridIndex.from_embeddings(img, txt, _refs(4000), alpha=0.9, approximate=True, max_cost_vs_exact=None,
+                                          seed=seed) for seed in (3, 3, 4)]  # fmt: skip
+    a, b, c = (_deterministic(x.info.tuning) for x in builds)
+    assert a == b and a["seed"] == 3 and c["seed"] == 4
+    qi, qt = _fresh_queries(seed=8, n_queries=20)
+    assert builds[0].search(qi, qt, k=10, approximate=True) == builds[1].search(qi, qt, k=10, approximate=True)
+
+
+def test_unreachable_target_falls_back_to_exact_search(tmp_path: Path) -> None:
+    """Uniform random vectors, no refinement slack (k_factor 1): even all lists miss the target; the index says so,
+    keeps no IVF, and approximate searches are answered exactly — also after a round trip."""
+    img, txt = _data(3000, seed=9)
+    index = HybridIndex.from_embeddings(img, txt, _refs(3000), alpha=0.9, approximate=True, k_factor=1,
+                                        target_recall=0.99, max_cost_vs_exact=None)  # fmt: skip
+    t = index.info.tuning
+    assert t.search == "exact" and t.nprobe is None and t.recall == 1.0 and index.approx is None
+    assert "not reached" in t.reason and t.curve[-1]["nprobe"] == index.info.approximate["nlist"]
+    assert max(c["recall"] for c in t.curve) < 0.99
+    qi, qt = _data(5, seed=10)
+    ex = [Exclusion(id="1")] * 5
+    assert index.search(qi, qt, k=10, approximate=True, exclude=ex) == index.search(qi, qt, k=10, exclude=ex)
+    again = HybridIndex.load(index.save(tmp_path / "exact"))
+    assert not (tmp_path / "exact" / "approx.faiss").exists() and again.info == index.info
+    assert again.search(qi, qt, k=10, approximate=True) == index.search(qi, qt, k=10)
+
+
+def test_target_reached_but_slower_than_exact_falls_back_to_exact_search() -> None:
+    img, txt, _ = _clustered(2000, 50, 0.02, 11)  # tight clusters of 40: nprobe 1 reaches the target
+    index = HybridIndex.from_embeddings(img, txt, _refs(2000), alpha=0.9, approximate=True,
+                                        max_cost_vs_exact=1e-9)  # any approximate search is "slower"  # fmt: skip
+    t = index.info.tuning
+    assert t.search == "exact" and index.approx is None and "slower than exact" in t.reason
+    assert t.curve[0]["recall"] >= 0.95 and t.approx_ms_per_query is not None
+
+
+def test_tuned_settings_round_trip_and_old_indexes_still_load(tmp_path: Path) -> None:
+    img, txt, _ = _clustered(4000, 40, 1.0, 6)
+    index = HybridIndex.from_embeddings(img, txt, _refs(4000), alpha=0.9, approximate=True, max_cost_vs_exact=None)
+    out = index.save(tmp_path / "tuned")
+    again = HybridIndex.load(out)
+    assert again.info == index.info and again.info.tuning == index.info.tuning
+    assert again.approx.nprobe == index.info.tuning.nprobe
+    qi, qt = _fresh_queries(seed=12, n_queries=20)
+    assert again.search(qi, qt, k=10, approximate=True) == index.search(qi, qt, k=10, approximate=True)
+    meta = json.loads((out / "index.json").read_text())
+    assert meta["version"] == 2 and meta["tuning"]["nprobe"] == index.info.tuning.nprobe
+    # an index written before tuning existed (version 1: no "tuning"): loads, searches at its recorded nprobe
+    meta.pop("tuning")
+    meta["version"] = 1
+    meta["approximate"]["nprobe"] = 2
+    (out / "index.json").write_text(json.dumps(meta))
+    old = HybridIndex.load(out)
+    assert old.info.tuning is None and old.info.version == 1
+    old.search(qi, qt, k=10, approximate=True)
+    assert old.approx.nprobe == 2
+
+
+def test_tuning_arguments_are_checked() -> None:
+    img, txt = _data(500)
+    with pytest.raises(ValueError, match="target_recall"):
+        HybridIndex.from_embeddings(img, txt, _refs(500), alpha=0.9, approximate=True, target_recall=1.5)
+    with pytest.raises(ValueError, match="max_cost_vs_exact"):
+        HybridIndex.from_embeddings(img, txt, _refs(500), alpha=0.9, approximate=True, max_cost_vs_exact=0)
+    with pytest.raises(ValueError, match="nprobe"):
+        HybridIndex.from_embeddings(img, txt, _refs(500), alpha=0.9, approximate=True, nprobe=0)
