@@ -194,3 +194,104 @@ def test_eval_diagnosis_reference(
     assert _rounded(m, keys) == dict(zip(keys, clean))
     assert sum(row["support"] for row in m["per_class"].values()) == 53
     assert m["confusion"]["rows"] == list(DISEASES)
+
+
+# --- issue 18: confidence intervals, paired comparison, calibration, skin-type subgroups --------------------------
+
+
+def test_diagnosis_json_and_markdown_hold_bootstrap_intervals(mixed_jsonl: Path, tmp_path: Path) -> None:
+    m = _run_json("diagnosis", str(mixed_jsonl), "--bootstrap", "200", "--seed", "1", "--ci", "0.9")
+    acc = m["ci"]["accuracy"]
+    assert acc["value"] == m["accuracy"] and acc["n"] == 3 and acc["ci_low"] <= acc["value"] <= acc["ci_high"]
+    assert m["bootstrap"] == {"resamples": 200, "seed": 1, "level": 0.9}
+    assert "ci" not in _run_json("diagnosis", str(mixed_jsonl), "--bootstrap", "0")
+    result = runner.invoke(app, ["diagnosis", str(mixed_jsonl), "--report", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "value [95 % CI]" in result.stdout
+    assert "| Accuracy | 33.3 [" in (tmp_path / "r" / "report.md").read_text()
+    captions = _run_json("captions", str(mixed_jsonl), "--bootstrap", "100")
+    assert {"bleu_4", "rouge_l", "mention_rate"} <= set(captions["ci"])
+    result = runner.invoke(app, ["diagnosis", str(mixed_jsonl), "--ci", "95"])
+    assert result.exit_code == 2 and "--ci must be between 0 and 1" in result.stderr
+
+
+def _diagnosis_file(path: Path, answers: dict[str, str], truth: str = "psoriasis") -> Path:
+    append_predictions(path, [Prediction(name.split(".")[0], name, "disease", answer, answer, ground_truth=truth)
+                              for name, answer in answers.items()])  # fmt: skip
+    return path
+
+
+def test_compare_small_made_up_files(tmp_path: Path, our_split: Path) -> None:
+    right, wrong = "psoriasis", "acne vulgaris"
+    a = _diagnosis_file(tmp_path / "a.jsonl", {"1.png": wrong, "2.png": wrong, "3.png": right, "4.png": right})
+    b = _diagnosis_file(tmp_path / "b.jsonl", {"4.png": right, "3.png": right, "2.png": right, "1.png": right,
+                                               "9.png": right})  # fmt: skip
+    m = _run_json("compare", str(a), str(b), "--bootstrap", "100")
+    assert (m["n"], m["n_only_a"], m["n_only_b"], m["only_b"]) == (4, 0, 1, ["9.png"])
+    assert (m["accuracy_a"], m["accuracy_b"], m["only_b_correct"]) == (50.0, 100.0, 2)
+    assert m["mcnemar_p"] == 0.5 and m["accuracy_difference"]["value"] == 50.0
+    result = runner.invoke(app, ["compare", str(a), str(b), "--exclude-train", str(our_split)])
+    assert result.exit_code == 0 and "McNemar exact p" in result.stdout and "1 only in B" in result.stderr
+    assert "paired on 3 images" in result.stdout
+    c = _diagnosis_file(tmp_path / "c.jsonl", {"7.png": right})
+    result = runner.invoke(app, ["compare", str(a), str(c)])
+    assert result.exit_code == 2 and "share no image" in result.stderr and "7.png" in result.stderr
+
+
+def test_compare_captions(mixed_jsonl: Path) -> None:
+    m = _run_json("compare", str(mixed_jsonl), str(mixed_jsonl), "--task", "caption", "--bootstrap", "50")
+    assert m["task"] == "caption" and m["n"] == 2  # the truncated caption is not scored
+    assert m["metrics"]["bleu_4"]["difference"]["value"] == 0
+
+
+def test_calibration_command_and_automatic_calibration(tmp_path: Path) -> None:
+    preds = []
+    for i in range(20):
+        truth = GROUPS[i % 4]
+        probs = {g: 0.91 if g == GROUPS[0] else 0.03 for g in GROUPS}  # always 91 % sure of group 1
+        preds.append(Prediction(str(i), f"{i}.png", "group", GROUPS[0], GROUPS[0], ground_truth=truth,
+                                extra={"probabilities": probs}))  # fmt: skip
+    path = tmp_path / "g.jsonl"
+    append_predictions(path, preds)
+    m = _run_json("calibration", str(path), "--report", str(tmp_path / "cal"))
+    assert m["method"] == "cross_fit_halves" and m["before"]["ece"] == pytest.approx(91 - 25)
+    assert m["after"]["ece"] < m["before"]["ece"]
+    assert sorted(p.name for p in (tmp_path / "cal").iterdir()) == ["calibration.json", "reliability.png",
+                                                                    "risk_coverage.png"]  # fmt: skip
+    result = runner.invoke(app, ["diagnosis", str(path), "--report", str(tmp_path / "d")])
+    assert result.exit_code == 0 and "Calibration" in result.stdout
+    assert (tmp_path / "d" / "reliability.png").exists()
+    assert "## Calibration" in (tmp_path / "d" / "report.md").read_text()
+
+
+def test_metadata_breaks_metrics_down_by_skin_type_and_source(synth_dir: Path, tmp_path: Path) -> None:
+    from hikari.data.skincap import read_skincap
+
+    records = read_skincap(synth_dir, check_images=False).records[:80]
+    path = tmp_path / "p.jsonl"
+    append_predictions(path, [Prediction(r.id, r.file_name, "disease", r.disease, r.disease if i % 3 else "Unknown",
+                                         ground_truth=r.disease) for i, r in enumerate(records)])  # fmt: skip
+    m = _run_json("diagnosis", str(path), "--metadata", str(synth_dir), "--bootstrap", "100")
+    bands = m["subgroups"]["by"]["skin_band"]
+    assert sum(cell["n"] for cell in bands.values()) == 80
+    assert set(m["subgroups"]["by"]["source"]) <= {"ddi", "fitzpatrick17k", "unknown"}
+    assert all({"value", "ci_low", "ci_high", "n"} <= set(c["metrics"]["accuracy"]) for c in bands.values())
+    result = runner.invoke(app, ["diagnosis", str(path), "--metadata", str(synth_dir), "--report", str(tmp_path / "r")])
+    assert result.exit_code == 0 and "By skin type" in result.stdout
+    assert "## By skin type" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_eval_compare_reference_deneb_vs_sirius(reference_dir: Path) -> None:
+    args = ["compare", str(reference_dir / DENEB), str(reference_dir / SIRIUS)]
+    m = _run_json(*args)
+    assert m["n"] == 99 and round(m["mcnemar_p"], 4) == 0.2379
+    clean = _run_json(*args, "--exclude-train", str(reference_dir / SPLIT))
+    assert clean["n"] == 53 and round(clean["mcnemar_p"], 4) == 0.2891
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and "McNemar exact p" in result.stdout and "0.2379" in result.stdout
+
+
+def test_eval_diagnosis_reference_prints_a_ci(reference_dir: Path) -> None:
+    m = _run_json("diagnosis", str(reference_dir / SIRIUS))
+    acc = m["ci"]["accuracy"]
+    assert round(acc["value"], 2) == 85.86 and acc["ci_low"] < 85.86 < acc["ci_high"] and acc["n"] == 99
