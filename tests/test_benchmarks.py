@@ -84,3 +84,30 @@ def test_penalty_strength_benchmark_runs_the_shipped_settings_on_any_base(
     resolved = (tmp_path / "runs" / "antares" / "config.resolved.yaml").read_text()
     assert "optim: adamw_8bit" in resolved and "load_in_4bit: true" in resolved and "sts: true" in resolved
     assert (ROOT / "src/hikari/recipes/reference_strength/antares.json").read_bytes() == reference
+
+
+def test_retrieval_benchmark_measures_the_shipped_index_on_every_workload() -> None:
+    """benchmarks/retrieval.py, tiny: each workload (three cluster spreads, the demo encoders' embeddings) gets the
+    library's own index with its defaults (nlist √n, nprobe tuned) and reports what it chose and what that gives."""
+    from hikari.retrieval.index import default_nlist
+
+    result = subprocess.run([sys.executable, "benchmarks/retrieval.py", "--n", "3000", "--clusters", "30", "--d-img",
+                             "16", "--d-txt", "16", "--synth-rows", "120", "--batch", "32", "--threads", "1"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    out = json.loads(line)
+    assert list(out["workloads"]) == ["sigma1", "sigma3", "sigma6", "encoders"]
+    for name, row in out["workloads"].items():
+        assert row["nlist"] == default_nlist(3000) and row["k_factor"] == 8, name  # nothing private
+        assert row["tuning_curve"] and row["tuning_reason"], name
+        if row["search"] == "exact":
+            assert row["nprobe"] is None and row["recall_at_10"] == 1.0, name
+        else:
+            assert row["search"] == "approximate" and row["tuned_recall_at_10"] >= 0.95, name
+            assert row["nprobe"] == row["tuning_curve"][-1]["nprobe"], name
+        assert row["exact_ms_per_query"] > 0 and row["approx_ms_per_query"] > 0 and row["peak_rss_gb"] > 0, name
+        assert set(row["targets_met"]) >= {"recall_at_10", "speedup", "exact_vs_numpy"}, name
+    assert [out["workloads"][f"sigma{s}"]["sigma"] for s in (1, 3, 6)] == [1.0, 3.0, 6.0]
+    encoders = out["workloads"]["encoders"]
+    assert encoders["synth_rows"] == 120 and encoders["base_train"] > 0 and encoders["val"] > 0
