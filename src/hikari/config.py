@@ -24,6 +24,8 @@ GroupContext = Literal["none", "ground_truth", "stage1", "soft"]
 # copy distance measured (36) and the smallest distance between distinct pictures (62); `hikari.data.hashing`
 # lists the measurements.
 DEFAULT_HASH_THRESHOLD = 48
+# recall@10 an approximate retrieval index must reach at build time, else it answers exactly (retrieval/index.py).
+DEFAULT_TARGET_RECALL = 0.95
 
 
 class _Frozen(BaseModel):

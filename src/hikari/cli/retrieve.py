@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hikari.config import RagConfig, default
+from hikari.config import DEFAULT_TARGET_RECALL, RagConfig, default
 
 console = Console(soft_wrap=True, highlight=False)
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -35,7 +35,13 @@ def build_command(
     ),
     approximate: bool = typer.Option(False, "--approximate", help="Also build an IVF-SQ8 index (large sets)."),
     nlist: int | None = typer.Option(None, "--nlist", min=1, help="IVF lists (default √n)."),
-    nprobe: int = typer.Option(16, "--nprobe", min=1, help="IVF lists probed per query."),
+    nprobe: int | None = typer.Option(
+        None, "--nprobe", min=1, help="IVF lists probed per query (default: the fewest reaching --target-recall)."
+    ),
+    target_recall: float = typer.Option(
+        DEFAULT_TARGET_RECALL, "--target-recall", min=0.0, max=1.0,
+        help="recall@10 the approximate index must reach at build time, else exact search is used.",
+    ),
     device: str = typer.Option("cpu", "--device", help="Encoder device (cpu, cuda)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images/texts per encoder batch."),
     trust_remote_code: bool = typer.Option(
@@ -47,7 +53,8 @@ def build_command(
     try:
         index = build_reference_index(
             data, split, encoder, out=out, alpha=alpha, approximate=approximate, nlist=nlist, nprobe=nprobe,
-            device=device, trust_remote_code=trust_remote_code, batch_size=batch_size, progress=True,
+            target_recall=target_recall, device=device, trust_remote_code=trust_remote_code, batch_size=batch_size,
+            progress=True,
         )  # fmt: skip
     except (ValueError, KeyError, FileNotFoundError, NotADirectoryError, OSError) as err:
         _fail(err)
@@ -57,6 +64,10 @@ def build_command(
         f"α={info.alpha}, dims image {info.image_dim} + text {info.text_dim}"
         + (f", approximate nlist={info.approximate['nlist']}" if info.approximate else "")
     )
+    if info.tuning is not None:
+        console.print(f"approximate search: {info.tuning.search}"
+                      + (f" at nprobe {info.tuning.nprobe}" if info.tuning.nprobe else "")
+                      + f" ({info.tuning.reason})")  # fmt: skip
     if info.skipped:
         names = ", ".join(item["file_name"] for item in info.skipped[:5])
         console.print(f"[yellow]{len(info.skipped)} unreadable train image(s) left out[/yellow] ({names}"

@@ -46,7 +46,7 @@ from typing import Any, Literal
 import faiss
 import numpy as np
 
-from hikari.config import DEFAULT_HASH_THRESHOLD
+from hikari.config import DEFAULT_HASH_THRESHOLD, DEFAULT_TARGET_RECALL
 from hikari.data.hashing import popcount
 from hikari.utils.io import atomic_directory
 
@@ -58,8 +58,7 @@ READABLE_VERSIONS = (1, 2)  # 1: before build-time tuning (no `tuning` in index.
 Strategy = Literal["text", "image_text", "image"]
 _HASH_WORDS = 4  # 256-bit pHash as four uint64 words
 BLAS_DATABASE_BLOCK = 16_384
-# Build-time tuning of the approximate index (see `tune_nprobe`).
-DEFAULT_TARGET_RECALL = 0.95
+# Build-time tuning of the approximate index (see `tune_nprobe`; target: hikari.config.DEFAULT_TARGET_RECALL).
 TUNE_K = 10  # recall@10, the promise the benchmark checks
 TUNE_QUERIES = 256  # held-out rows, each queried as every kind (`tuning_queries`)
 KMEANS_ITERATIONS = 10  # faiss's default 25 costs 2.5x the training time for lists the tuner compensates anyway

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from hikari.config import DEFAULT_HASH_THRESHOLD, DataConfig, default
+from hikari.config import DEFAULT_HASH_THRESHOLD, DEFAULT_TARGET_RECALL, DataConfig, default
 from hikari.data.hashing import hash_images
 from hikari.data.images import load_rgb
 from hikari.data.records import SkinCapRecord
@@ -46,7 +46,8 @@ def build_reference_index(
     alpha: float,
     approximate: bool = False,
     nlist: int | None = None,
-    nprobe: int = 16,
+    nprobe: int | None = None,
+    target_recall: float = DEFAULT_TARGET_RECALL,
     device: str = "cpu",
     trust_remote_code: bool = False,
     batch_size: int = 32,
@@ -58,7 +59,8 @@ def build_reference_index(
     The split's reader options are used to read `data_dir`, and every image is hashed (pHash) so that queries
     can exclude near-duplicates. `encoder` is a registry name (R0–R4), a tiny-encoder directory or a loaded
     `Encoders`. A train image that cannot be read (missing, undecodable, over the pixel limit) is left out, logged
-    and listed in the index's `info.skipped`.
+    and listed in the index's `info.skipped`. With `approximate`, nprobe None is tuned at build time to
+    `target_recall` (recall@10), or exact search is chosen (`HybridIndex.from_embeddings`).
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -94,7 +96,8 @@ def build_reference_index(
     ]  # fmt: skip
     index = HybridIndex.from_embeddings(
         image_emb, text_emb, references, alpha=alpha, approximate=approximate, nlist=nlist, nprobe=nprobe,
-        encoder=enc.describe(), split=str(Path(split_path).resolve()), split_fingerprint=split.fingerprint,
+        target_recall=target_recall, encoder=enc.describe(), split=str(Path(split_path).resolve()),
+        split_fingerprint=split.fingerprint,
         data_dir=str(Path(data_dir).resolve()),
         hash_threshold=int(split.config.get("hash_threshold", DEFAULT_HASH_THRESHOLD)), skipped=skipped,
     )  # fmt: skip
