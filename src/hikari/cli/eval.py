@@ -201,11 +201,11 @@ def captions_command(
     bootstrap CIs; by skin type and source with --metadata."""
     # CLI start-up time: the metric modules import nltk, rouge-score and matplotlib
     from hikari.evaluation.bertscore import BertScoreUnavailable
-
-    _check_stats_options(bootstrap, ci)
     from hikari.evaluation.captions import evaluate_captions
     from hikari.evaluation.predictions import PredictionFileError, read_disease_labels, read_predictions
     from hikari.evaluation.report import CAPTION_KEYS, write_report
+
+    _check_stats_options(bootstrap, ci)
 
     try:
         predictions = _unique(read_predictions(pred), pred, dedupe)
