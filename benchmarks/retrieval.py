@@ -16,15 +16,18 @@ where that cannot be reached or is slower). Nothing here picks nlist or nprobe. 
   the validation part's embeddings (never indexed), jittered the same way.
 
 Queries are hybrid-weighted [α·q_img, (1−α)·q_txt] (Strategy B), in batches of 256, through
-`HybridIndex.search_vectors`; recall@10 compares `approximate=True` (whatever the index chose) with exact search.
+`HybridIndex.search_vectors`; recall@10 compares `approximate=True` (whatever the index chose) with exact search,
+and one batch of a plain numpy matmul + argpartition over the flat index's own storage is the baseline exact search
+must beat. The flat index is the only full float32 copy (filled chunk by chunk); the IVF adds 8-bit codes (¼).
 Each workload runs in its own process (`--workload NAME`), so its peak RSS is its own. One JSON line:
 
     python benchmarks/retrieval.py                  # 1,000,000 references per workload (~10 GB peak, minutes)
     python benchmarks/retrieval.py --n 50000        # quick check
 
-Targets, every workload: recall_at_10 >= 0.95 (exact search counts as 1.0: chosen where approximate cannot reach
-the target cheaper), speedup (exact / approximate ms per query) >= 0.9 (the index never makes search slower,
-within timing noise), exact_vs_numpy >= 1; sigma1 at 1M: speedup >= 20; total_s <= 600 on 2 cores.
+Targets, every workload: recall_at_10 >= 0.95 on the unseen queries (1.0 where the index chose exact search, which
+it does where approximate search cannot reach the target faster), exact_vs_numpy >= 1; where approximate search
+was chosen, speedup (exact / approximate ms per query) >= 1; sigma1 at 1M: speedup >= 20; total_s <= 600 on 2
+cores (a quiet machine).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 WORKLOADS = ("sigma1", "sigma3", "sigma6", "encoders")
 SIGMAS = {"sigma1": 1.0, "sigma3": 3.0, "sigma6": 6.0}
-TARGETS = {"recall_at_10": 0.95, "speedup": 0.9, "exact_vs_numpy": 1.0, "sigma1_speedup_at_1m": 20.0,
+TARGETS = {"recall_at_10": 0.95, "speedup": 1.0, "exact_vs_numpy": 1.0, "sigma1_speedup_at_1m": 20.0,
            "total_s": 600.0}  # fmt: skip
 
 
@@ -229,9 +232,11 @@ def run_workload(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     matrix = flat_vectors(exact)
     exact_ms, exact_rows = timed(lambda b: index.search_vectors(b, k=k)[0], batches[: args.exact_batches])
-    numpy_ms, numpy_rows = timed(lambda b: numpy_topk(matrix, b, k)[1], batches[: args.exact_batches])
+    numpy_ms, numpy_rows = timed(lambda b: numpy_topk(matrix, b, k)[1], batches[:1])
+    # where the index chose exact search, "approximate" is the same exact search: no need to time more of it
+    n_approx = args.approx_batches if tuning.search == "approximate" else args.exact_batches
     approx_ms, approx_rows = timed(lambda b: index.search_vectors(b, k=k, approximate=True)[0],
-                                   batches[: args.approx_batches])  # fmt: skip
+                                   batches[:n_approx])  # fmt: skip
 
     def recall(found: list[np.ndarray], truth: list[np.ndarray]) -> float:
         hits = [len(set(f.tolist()) & set(t.tolist())) for fb, tb in zip(found, truth) for f, t in zip(fb, tb)]
@@ -251,7 +256,7 @@ def run_workload(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "speedup": round(exact_ms / approx_ms, 2),
         "numpy_ms_per_query": round(numpy_ms, 3),
         "exact_vs_numpy": round(numpy_ms / exact_ms, 3),
-        "numpy_agreement_at_10": round(recall(numpy_rows, exact_rows), 4),
+        "numpy_agreement_at_10": round(recall(numpy_rows, exact_rows[:1]), 4),
         "build_exact_s": round(build_exact_s, 1),
         "build_approx_s": round(build_approx_s, 1),
         "generate_s": round(gen_s + prepare_s, 1),
@@ -263,9 +268,11 @@ def run_workload(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def targets_met(row: dict[str, Any]) -> dict[str, bool]:
+    """Per workload; `speedup` only where the index chose approximate search (else both paths are exact search)."""
     met = {"recall_at_10": row["recall_at_10"] >= TARGETS["recall_at_10"],
-           "speedup": row["speedup"] >= TARGETS["speedup"],
            "exact_vs_numpy": row["exact_vs_numpy"] >= TARGETS["exact_vs_numpy"]}  # fmt: skip
+    if row["search"] == "approximate":
+        met["speedup"] = row["speedup"] >= TARGETS["speedup"]
     if row["workload"] == "sigma1" and row["n"] >= 1_000_000:
         met["sigma1_speedup_at_1m"] = row["speedup"] >= TARGETS["sigma1_speedup_at_1m"]
     return met
@@ -283,8 +290,8 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=0.9)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--batch", type=int, default=256, help="queries per search call")
-    ap.add_argument("--exact-batches", type=int, default=2, help="timed batches for exact and numpy (recall too)")
-    ap.add_argument("--approx-batches", type=int, default=8, help="timed batches for the approximate index")
+    ap.add_argument("--exact-batches", type=int, default=2, help="timed batches for exact search (and recall)")
+    ap.add_argument("--approx-batches", type=int, default=8, help="timed batches for approximate search")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--chunk", type=int, default=50_000, help="rows generated/added at a time")
     ap.add_argument("--seed", type=int, default=0)

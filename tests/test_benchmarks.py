@@ -107,7 +107,8 @@ def test_retrieval_benchmark_measures_the_shipped_index_on_every_workload() -> N
             assert row["search"] == "approximate" and row["tuned_recall_at_10"] >= 0.95, name
             assert row["nprobe"] == row["tuning_curve"][-1]["nprobe"], name
         assert row["exact_ms_per_query"] > 0 and row["approx_ms_per_query"] > 0 and row["peak_rss_gb"] > 0, name
-        assert set(row["targets_met"]) >= {"recall_at_10", "speedup", "exact_vs_numpy"}, name
+        assert set(row["targets_met"]) >= {"recall_at_10", "exact_vs_numpy"}, name
+        assert ("speedup" in row["targets_met"]) == (row["search"] == "approximate"), name
     assert [out["workloads"][f"sigma{s}"]["sigma"] for s in (1, 3, 6)] == [1.0, 3.0, 6.0]
     encoders = out["workloads"]["encoders"]
     assert encoders["synth_rows"] == 120 and encoders["base_train"] > 0 and encoders["val"] > 0

@@ -566,7 +566,8 @@ def tune_nprobe(
     (each further rung probes more lists, so it can only be slower). Exact search is then chosen when no rung
     reached the target, or the chosen one (best of three timings) is slower than `max_cost_vs_exact` × exact.
     `max_cost_vs_exact=None` skips the time comparison, so the choice depends only on the data and `seed` (timings
-    are still recorded). A fixed `nprobe` is measured and kept (a warning when it misses the target).
+    are still recorded). A fixed `nprobe` is measured and kept (a warning when it misses the target). `seed` is
+    recorded only (it drew `self_rows` and seeded k-means in `build_approximate`).
     """
     if not 0.0 < target_recall <= 1.0:
         raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
