@@ -215,7 +215,9 @@ class GuardConfig(_Frozen):
     min_distinct_2_share: float = Field(0.35, ge=0, le=1, description=(
         "Symptom (degenerate repetition): distinct-2 of the probe captions below this share of the references' over "
         "the same images, or of the model's own step-0 captions' when those were less varied."))  # fmt: skip
-    min_distinct_2: float = Field(0.0, ge=0, le=1, description="Symptom: distinct-2 below this absolute floor (0: off).")
+    min_distinct_2: float = Field(
+        0.0, ge=0, le=1, description="Symptom: distinct-2 below this absolute floor (0: off)."
+    )
     one_liner_max_words: int = Field(12, ge=1, description="Longer outputs are never a one-line answer.")
     patience: int = Field(2, ge=1, description="Consecutive probes with symptoms before a collapse is declared.")
 
@@ -249,6 +251,13 @@ class RagConfig(_Frozen):
     )
     device: str = Field("cpu", description="Encoder device while computing references (before the VLM loads).")
     trust_remote_code: bool = Field(False, description="Allow hub code for the encoders (R3, R4 need it).")
+    references: Literal["retrieved", "oracle", "noise"] = Field(
+        "retrieved",
+        description="Which references the prompts show (training and evaluation alike): 'retrieved' (the index's "
+        "top k), or, for the reference-quality ablation, 'oracle' (random train images of the query's own disease) "
+        "or 'noise' (random train images of one random other disease); always leak-free (no self, no same source, "
+        "no near-duplicate).",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> RagConfig:

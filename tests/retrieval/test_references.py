@@ -13,6 +13,7 @@ from hikari.retrieval.index import HybridIndex
 from hikari.retrieval.references import (
     cached_references,
     check_index_matches_split,
+    controlled_references,
     encoders_for,
     reference_triples,
     retrieve_references,
@@ -88,3 +89,38 @@ def test_reference_cache_is_reused_and_invalidated(rag_index_dir: Path, synth_di
     third = cached_references(cache, rag_index_dir, val, k=3, query_texts=None, query_kind="none")
     assert all(len(v) == 3 for v in third.values())
     assert json.loads(cache.read_text())["key"]["k"] == 3
+
+
+@pytest.mark.parametrize("kind", ["oracle", "noise"])
+def test_controlled_references_have_the_promised_labels_and_never_leak(
+    kind: str, rag_index_dir: Path, synth_dir: Path, synth_split: Path, synth_summary
+) -> None:
+    index = HybridIndex.load(rag_index_dir)
+    train = read_split_records(synth_dir, synth_split, ["train"]).parts["train"]
+    refs = controlled_references(index, train, k=3, kind=kind, seed=1)
+    threshold = index.info.hash_threshold
+    hashes = {r.file_name: image_hash(r.image_path) for r in train}
+    by_name = {r.file_name: r for r in train}
+    by_source: dict[str, set[str]] = {}
+    for r in train:
+        if r.ori_file_path:
+            by_source.setdefault(normalise_source(r.ori_file_path), set()).add(r.file_name)
+    # The planted same-source pairs inside the train part: the test would pass vacuously without them.
+    assert any(len(names) > 1 for names in by_source.values())
+    for name, found in refs.items():
+        q = by_name[name]
+        labels = {ref["label"] for ref in found}
+        assert found and (labels == {q.disease} if kind == "oracle" else len(labels) == 1 and q.disease not in labels)
+        for ref in found:
+            assert ref["file_name"] != name
+            assert not ref["source"] or ref["source"] != normalise_source(q.ori_file_path)
+            assert hamming(hashes[name], hashes[ref["file_name"]]) > threshold
+    # Deterministic per (seed, record), whatever else is asked for.
+    again = controlled_references(index, train[:5], k=3, kind=kind, seed=1)
+    assert all(again[n] == refs[n] for n in again)
+    assert controlled_references(index, train[:5], k=3, kind=kind, seed=2) != again
+
+
+def test_controlled_references_reject_unknown_kinds(rag_index_dir: Path, train_records) -> None:
+    with pytest.raises(ValueError, match="unknown reference kind 'random'"):
+        controlled_references(HybridIndex.load(rag_index_dir), train_records[:2], k=1, kind="random")  # type: ignore[arg-type]

@@ -127,3 +127,80 @@ def tiny_encoders_command(
     except (ValueError, FileExistsError, NotADirectoryError) as err:
         _fail(err)
     console.print(f"[green]tiny encoders[/green]: {path}")
+
+
+@app.command("train-encoders", help="Train tiny image + text encoders on a split's train part (offline, CPU).")
+def train_encoders_command(
+    data: Path = typer.Option(..., "--data", help="SkinCAP folder."),
+    split: Path = typer.Option(..., "--split", help="Split JSON; only its train part is read."),
+    out: Path = typer.Option(..., "--out", help="Encoder directory to create (load it with --encoder OUT)."),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="Optimizer steps (default: the demo's)."),
+    seed: int = typer.Option(0, "--seed", help="Weights, batches and flips."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
+) -> None:
+    from hikari.demo.encoders import TRAINED_STEPS, train_tiny_encoders  # CLI start-up time
+
+    try:
+        result = train_tiny_encoders(out, data, split, steps=steps or TRAINED_STEPS, seed=seed, overwrite=overwrite)
+    except (ValueError, FileExistsError, FileNotFoundError, OSError) as err:
+        _fail(err)
+    console.print(f"[green]trained encoders[/green]: {out} ({result['train_images']} train images, "
+                  f"{result['steps']} steps, loss {result['loss_first']:.3f} → {result['loss_last']:.3f}, "
+                  f"{result['seconds']} s)")  # fmt: skip
+
+
+@app.command("evaluate", help="Retrieval-only baseline: precision@k of the references and a vote's diagnosis metrics.")
+def evaluate_command(
+    index_dir: Path = typer.Argument(..., help="Index directory from `hikari retrieve build` (train part)."),
+    data: Path = typer.Option(..., "--data", help="SkinCAP folder."),
+    split: Path = typer.Option(..., "--split", help="The split the index was built from."),
+    part: str = typer.Option("val", "--part", help="Split part to evaluate (never the indexed train part)."),
+    ks: list[int] = typer.Option([], "-k", "--k", help="References voting (repeatable; default 1 and 3)."),
+    device: str = typer.Option("cpu", "--device", help="Encoder device."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow hub model code (R3, R4)."),
+    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
+) -> None:
+    """Each image of `--part` is diagnosed by a similarity-weighted vote of its top-K leak-free references (image-only
+    query); reports precision@1/@3 and accuracy, balanced accuracy, macro-F1, κ, MCC, per class."""
+    # CLI start-up time: faiss, torch, transformers, scikit-learn
+    from hikari.data.split import read_split_records
+    from hikari.retrieval.index import HybridIndex
+    from hikari.retrieval.references import check_index_matches_split, encoders_for, retrieve_references
+    from hikari.retrieval.vote import evaluate_vote, reference_precision
+
+    ks = sorted(set(ks or [1, 3]))
+    if min(ks) < 1:
+        _fail(ValueError(f"-k must be >= 1, got {min(ks)}"))
+    try:
+        index = HybridIndex.load(index_dir)
+        check_index_matches_split(index, split)
+        records = read_split_records(data, split, [part]).parts[part]
+        indexed = {r.file_name for r in index.references}
+        inside = [r.file_name for r in records if r.file_name in indexed]
+        if inside:
+            raise ValueError(f"index {index_dir} holds {len(inside)} images of part {part!r} (e.g. {inside[:3]}); "
+                             "evaluate a part the index was not built from")  # fmt: skip
+        encoders = encoders_for(index, device=device, trust_remote_code=trust_remote_code)
+        hits = retrieve_references(index, encoders, records, k=max(ks), progress=not as_json)
+    except (ValueError, KeyError, FileNotFoundError, OSError) as err:
+        _fail(err)
+    result = {
+        "index": str(index_dir), "encoder": index.info.encoder.get("name"), "part": part, "n": len(records),
+        "precision_at_1": reference_precision(records, hits, 1),
+        **{f"precision_at_{k}": reference_precision(records, hits, k) for k in ks if k > 1},
+        "vote": {f"k{k}": evaluate_vote(records, hits, k) for k in ks},
+    }  # fmt: skip
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False))
+        return
+    console.print(f"{index_dir} ({result['encoder']}), part {part}: {len(records)} images; precision@1 "
+                  f"{result['precision_at_1']:.1f} %" + "".join(f", precision@{k} {result[f'precision_at_{k}']:.1f} %"
+                                                            for k in ks if k > 1))  # fmt: skip
+    table = Table(title="retrieval-only vote (%)")
+    for col in ("K", "accuracy", "balanced acc.", "macro-F1", "κ", "MCC"):
+        table.add_column(col, justify="right")
+    for k in ks:
+        m = result["vote"][f"k{k}"]
+        table.add_row(str(k), *("n/a" if m.get(key) is None else f"{m[key]:.1f}"
+                                for key in ("accuracy", "balanced_accuracy", "f1_macro", "cohen_kappa", "mcc")))
+    console.print(table)

@@ -5,15 +5,16 @@ consistent with, one sentence of background about the disease, and a recommendat
 seeing a dermatologist). The synthetic generator, the tiny demo models and caption-metric tests all need text
 with that shape, so this module writes it from per-disease vocabularies:
 
-    This image shows <disease>: <colour> <lesion> on the <site> <detail>. <facts of the picture>. <background>.
-    <advice>.
+    This image shows <disease>: <colour> <lesion> on the <site> <detail>. <facts of the picture>.
+    <how the disease looks on this skin, with a recommendation>. <background>.
 
 Like a real caption, a synthetic one varies with its picture (`synth_caption(..., facts, fitzpatrick)`): the
 renderer reports what it drew (`LesionFacts`: how many lesions, how large, where) and the words that a picture
-would decide — colour (by skin type), lesion and detail (by size and number), the facts sentence, background and
-advice — are chosen from them; only the body site is a free choice. A model that reads the picture can therefore
-write a caption that differs from image to image, and one that does not writes the same few captions (which is
-what the collapse guard's repetition check is calibrated on).
+would decide — colour (by skin type), lesion and detail (by size and number), the facts sentence, the
+skin-of-colour sentence (by Fitzpatrick band: dermatology describes the same disease differently on fair and dark
+skin) and the background — are chosen from them; only the body site is a free choice. A model that reads the
+picture can therefore write a caption that differs from image to image, and one that does not writes the same few
+captions (which is what the collapse guard's repetition check is calibrated on).
 
 The vocabularies cover the 10 HIKARI diseases (imported from `labels`, never re-spelled as keys by hand) and a
 few *synthetic-only* rarer diseases (`RARE_DISEASES`) that the synthetic SkinCAP uses to populate the classes
@@ -37,7 +38,7 @@ MAX_WORDS = 80
 
 @dataclass(frozen=True)
 class CaptionVocab:
-    """The words a caption about one disease may use. Every field is a non-empty tuple of phrases."""
+    """The words a caption about one disease may use. Every field but `on_skin` is a non-empty tuple of phrases."""
 
     names: tuple[str, ...]  # how the caption names the disease (first entry = the plain name)
     lesions: tuple[str, ...]  # morphology nouns, singular or plural phrases ("scaly plaques")
@@ -45,7 +46,9 @@ class CaptionVocab:
     details: tuple[str, ...]  # trailing "with …" clauses
     sites: tuple[str, ...]
     backgrounds: tuple[str, ...]  # background sentences; "{name}" is filled with the capitalised name
-    advice: tuple[str, ...]  # disease-specific recommendation sentences
+    # How the disease looks on fair (Fitzpatrick I–II), medium (III–IV) and dark (V–VI) skin, each ending with a
+    # recommendation; empty for the synthetic-only diseases (they use `_GENERIC_ON_SKIN`).
+    on_skin: tuple[str, ...] = ()
 
 
 _S = "{name}"
@@ -67,10 +70,14 @@ VOCAB: dict[str, CaptionVocab] = {
             "producing thickened scaly plaques that tend to relapse.",
             f"{_S} is a common inflammatory disorder associated with genetic factors and may be triggered by "
             "infection, stress or skin injury.",
+            f"{_S} affects about two to three percent of people and is linked to arthritis, obesity and "
+            "cardiovascular disease.",
+            "Large plaques of psoriasis often merge into wide areas of scaling skin on the trunk and limbs.",
         ),
-        advice=(
-            "Assessment of the nails and joints is advised, and topical or systemic therapy should be "
-            "planned by a dermatologist.",
+        on_skin=(
+            "On fair skin the plaques look bright pink-red with sharp silvery scale, and the nails should be checked.",
+            "On medium skin the plaques look salmon to red-brown, and the scale and nail pits confirm the diagnosis.",
+            "On dark skin the plaques look violet or grey-brown rather than red, and they often leave pigment change.",
         ),
     ),
     DISEASES[1]: CaptionVocab(  # lupus erythematosus
@@ -89,8 +96,15 @@ VOCAB: dict[str, CaptionVocab] = {
             "internal organs, and lesions often worsen after sun exposure.",
             f"{_S} is a chronic autoimmune condition that can leave permanent scarring and pigment change "
             "when left untreated.",
+            "Lupus lesions are photosensitive, and a few patients with skin disease later develop systemic lupus.",
+            f"{_S} can scar and change the pigment of large areas of the face and scalp if treatment is delayed.",
         ),
-        advice=("Blood tests for autoantibodies and strict photoprotection are recommended.",),
+        on_skin=(
+            "On fair skin the patches look red and scaly after sun exposure, and strict photoprotection is advised.",
+            "On medium skin the patches look dusky red-brown, and blood tests for autoantibodies are advised.",
+            "On dark skin the patches look deep purple with pale scarred centres, and scarring alopecia should "
+            "be sought.",
+        ),
     ),
     DISEASES[2]: CaptionVocab(  # lichen planus
         names=("lichen planus",),
@@ -108,8 +122,14 @@ VOCAB: dict[str, CaptionVocab] = {
             "T cells, and it may be associated with certain medications or hepatitis.",
             f"{_S} is a chronic inflammatory condition that usually resolves over months to years but can "
             "leave hyperpigmentation.",
+            f"{_S} often appears in adults between thirty and sixty and may involve the nails and the mouth.",
+            "Large plaques of lichen planus may thicken into hypertrophic lesions on the shins that itch intensely.",
         ),
-        advice=("Examination of the mouth, nails and genital mucosa is advised.",),
+        on_skin=(
+            "On fair skin the papules look lilac with white Wickham striae, and the mouth should be examined.",
+            "On medium skin the papules look purple-brown, and examination of the mouth and nails is advised.",
+            "On dark skin the papules look grey-brown and heal with marked hyperpigmentation that may last for years.",
+        ),
     ),
     DISEASES[3]: CaptionVocab(  # scleroderma
         names=("scleroderma", "morphea", "localized scleroderma"),
@@ -127,8 +147,18 @@ VOCAB: dict[str, CaptionVocab] = {
             "the skin caused by excess collagen deposition.",
             f"{_S} may be limited to the skin or involve internal organs, and its course is often slow and "
             "progressive.",
+            "Localized forms stay confined to the skin, while systemic sclerosis also affects the lungs, kidneys "
+            "and gut.",
+            "Large sclerotic plaques can restrict movement of the joints beneath them and may stop growing limbs.",
         ),
-        advice=("Screening for internal organ involvement and Raynaud phenomenon should be considered.",),
+        on_skin=(
+            "On fair skin the plaques look ivory with a lilac ring while active, and Raynaud phenomenon should "
+            "be asked about.",
+            "On medium skin the plaques look pale with a brown rim, and screening for internal organ involvement "
+            "is advised.",
+            "On dark skin the plaques look hypopigmented or darker than the skin, and organ screening should be "
+            "considered.",
+        ),
     ),
     DISEASES[4]: CaptionVocab(  # photodermatoses
         names=("a photodermatosis", "photodermatosis", "polymorphous light eruption"),
@@ -146,8 +176,16 @@ VOCAB: dict[str, CaptionVocab] = {
             "the distribution of the rash usually mirrors the exposed skin.",
             "Photosensitivity reactions may be idiopathic or induced by drugs, chemicals or underlying "
             "metabolic disease.",
+            "Polymorphous light eruption usually starts in spring and improves as the skin hardens over the summer.",
+            "Widespread light eruptions can follow drugs such as thiazides, tetracyclines or non-steroidal analgesics.",
         ),
-        advice=("Phototesting and a careful review of medications and sun exposure are recommended.",),
+        on_skin=(
+            "On fair skin the rash looks bright red on exposed areas, and phototesting is recommended.",
+            "On medium skin the rash looks pink-brown and itchy, and a review of medications and sun exposure is "
+            "advised.",
+            "On dark skin the rash looks skin-coloured or darker with fine papules, and the history of light "
+            "exposure is key.",
+        ),
     ),
     DISEASES[5]: CaptionVocab(  # sarcoidosis
         names=("sarcoidosis", "cutaneous sarcoidosis"),
@@ -165,8 +203,15 @@ VOCAB: dict[str, CaptionVocab] = {
             "and lymph nodes as well as the skin.",
             f"{_S} is characterised by non-caseating granulomas, and skin lesions may be the first sign of "
             "systemic disease.",
+            "Cutaneous sarcoidosis may occur alone or announce involvement of the lungs, eyes and heart.",
+            "Large plaques of sarcoidosis on the nose, called lupus pernio, are linked to chronic lung disease.",
         ),
-        advice=("A chest X-ray and assessment of other organs are advised.",),
+        on_skin=(
+            "On fair skin the papules look red-brown with an apple-jelly tint on pressure, and a chest X-ray is "
+            "advised.",
+            "On medium skin the papules look yellow-brown, and assessment of the lungs and eyes is recommended.",
+            "On dark skin the papules look violet to dark brown, and systemic involvement should be assessed.",
+        ),
     ),
     DISEASES[6]: CaptionVocab(  # melanocytic nevi
         names=("melanocytic nevus", "a benign melanocytic nevus", "a common mole"),
@@ -184,10 +229,14 @@ VOCAB: dict[str, CaptionVocab] = {
             "and remain stable over time.",
             "A melanocytic nevus is a common benign skin lesion composed of nests of melanocytes in the "
             "epidermis or dermis.",
+            "Most adults have between ten and forty moles, and new moles rarely appear after the age of forty.",
+            "A large congenital nevus carries a small risk of melanoma and needs regular follow-up.",
         ),
-        advice=(
-            "Any change in size, shape or colour should prompt dermoscopy and, if needed, excision to "
-            "rule out melanoma.",
+        on_skin=(
+            "On fair skin the mole looks tan to brown and evenly coloured, and dermoscopy helps with any change.",
+            "On medium skin the mole looks medium to dark brown, and any change in size or shape should prompt "
+            "dermoscopy.",
+            "On dark skin the mole looks dark brown to black, and moles of the palms and soles deserve careful review.",
         ),
     ),
     DISEASES[7]: CaptionVocab(  # squamous cell carcinoma in situ
@@ -205,8 +254,15 @@ VOCAB: dict[str, CaptionVocab] = {
             f"{_S} is an early form of skin cancer confined to the epidermis that arises from atypical "
             "keratinocytes, often on chronically sun-damaged skin.",
             f"{_S} is a malignant intraepidermal tumour that may progress to invasive carcinoma if not treated.",
+            "Bowen disease grows slowly over years, and about three to five percent of lesions become invasive.",
+            "Large patches of carcinoma in situ may be mistaken for eczema or psoriasis for a long time.",
         ),
-        advice=("Complete excision or another destructive treatment is usually required.",),
+        on_skin=(
+            "On fair, sun-damaged skin the plaque looks red and scaly, and complete excision is usually required.",
+            "On medium skin the plaque looks red-brown with crust, and a biopsy is needed before treatment.",
+            "On dark skin the plaque may look pigmented and arise on scars or the legs, and a biopsy should not "
+            "be delayed.",
+        ),
     ),
     DISEASES[8]: CaptionVocab(  # basal cell carcinoma
         names=("basal cell carcinoma", "nodular basal cell carcinoma"),
@@ -224,8 +280,16 @@ VOCAB: dict[str, CaptionVocab] = {
             "can destroy local tissue.",
             f"{_S} arises from the basal layer of the epidermis and is strongly associated with long-term "
             "ultraviolet exposure.",
+            "Basal cell carcinoma rarely spreads, but a neglected tumour can invade cartilage and bone.",
+            "Several basal cell carcinomas in one patient point to heavy sun damage or an inherited syndrome.",
         ),
-        advice=("Surgical excision with clear margins is recommended.",),
+        on_skin=(
+            "On fair skin the nodule looks pearly pink with fine vessels, and surgical excision with clear "
+            "margins is advised.",
+            "On medium skin the nodule looks pearly with brown dots, and excision with clear margins is recommended.",
+            "On dark skin the tumour is often pigmented and looks brown to black, and a biopsy is needed to tell "
+            "it from melanoma.",
+        ),
     ),
     DISEASES[9]: CaptionVocab(  # acne vulgaris
         names=("acne vulgaris", "acne", "inflammatory acne"),
@@ -242,8 +306,15 @@ VOCAB: dict[str, CaptionVocab] = {
             f"{_S} is a chronic inflammatory disease of the pilosebaceous unit driven by sebum production, "
             "follicular plugging and bacteria.",
             f"{_S} is very common in adolescents and young adults and may lead to permanent scarring.",
+            f"{_S} affects most teenagers at some time, and hormonal factors play a central role.",
+            "Large inflammatory acne lesions can form cysts and nodules that heal with pitted scars.",
         ),
-        advice=("Topical retinoids or antibiotics are recommended depending on severity.",),
+        on_skin=(
+            "On fair skin the papules look red and inflamed, and topical retinoids or antibiotics are recommended.",
+            "On medium skin the papules look red-brown and may leave dark marks, and early treatment is advised.",
+            "On dark skin the papules leave long-lasting dark spots and keloid scars, and early treatment is "
+            "recommended.",
+        ),
     ),
 }
 
@@ -256,7 +327,6 @@ RARE_VOCAB: dict[str, CaptionVocab] = {
         details=("with oozing and crusting", "with dry scaly skin", "with scratch marks"),
         sites=("flexures of the elbows", "backs of the knees", "neck", "hands"),
         backgrounds=(f"{_S} is a common itchy inflammatory skin disease linked to a defective skin barrier.",),
-        advice=("Emollients and avoidance of irritants are recommended.",),
     ),
     "seborrheic keratosis": CaptionVocab(
         names=("seborrheic keratosis",),
@@ -265,7 +335,6 @@ RARE_VOCAB: dict[str, CaptionVocab] = {
         details=("with a verrucous surface", "with horn cysts", "with a greasy appearance"),
         sites=("trunk", "temple", "back", "chest"),
         backgrounds=(f"{_S} is a benign epidermal tumour that becomes more common with age.",),
-        advice=("Dermoscopy can help distinguish it from pigmented malignant lesions.",),
     ),
     "vitiligo": CaptionVocab(
         names=("vitiligo",),
@@ -274,7 +343,6 @@ RARE_VOCAB: dict[str, CaptionVocab] = {
         details=("with a convex border", "with white hairs", "in a symmetrical pattern"),
         sites=("hands", "face", "around the mouth", "knees"),
         backgrounds=(f"{_S} is an acquired disorder in which melanocytes are destroyed by autoimmunity.",),
-        advice=("Wood lamp examination and screening for thyroid disease are advised.",),
     ),
     "urticaria": CaptionVocab(
         names=("urticaria", "hives"),
@@ -283,7 +351,6 @@ RARE_VOCAB: dict[str, CaptionVocab] = {
         details=("with a pale centre", "that come and go within hours", "that are very itchy"),
         sites=("trunk", "arms", "thighs", "neck"),
         backgrounds=(f"{_S} is a reaction in which mast cells release histamine into the skin.",),
-        advice=("Identifying triggers and treatment with antihistamines are recommended.",),
     ),
     "tinea corporis": CaptionVocab(
         names=("tinea corporis", "ringworm"),
@@ -292,7 +359,6 @@ RARE_VOCAB: dict[str, CaptionVocab] = {
         details=("with central clearing", "with an active scaly edge", "that slowly expands outward"),
         sites=("trunk", "groin", "arms", "neck"),
         backgrounds=(f"{_S} is a superficial fungal infection of the skin caused by dermatophytes.",),
-        advice=("A potassium hydroxide preparation of skin scrapings is recommended.",),
     ),
     "rosacea": CaptionVocab(
         names=("rosacea",),
@@ -301,7 +367,6 @@ RARE_VOCAB: dict[str, CaptionVocab] = {
         details=("with telangiectasia", "without comedones", "with a burning sensation"),
         sites=("central face", "nose", "cheeks", "chin"),
         backgrounds=(f"{_S} is a chronic inflammatory condition of the facial skin of middle-aged adults.",),
-        advice=("Avoiding triggers such as heat and alcohol is advised.",),
     ),
     "folliculitis": CaptionVocab(
         names=("folliculitis",),
@@ -310,7 +375,6 @@ RARE_VOCAB: dict[str, CaptionVocab] = {
         details=("centred on hair follicles", "with surrounding erythema", "in scattered clusters"),
         sites=("thighs", "buttocks", "beard area", "scalp"),
         backgrounds=(f"{_S} is an inflammation of hair follicles, often caused by bacteria or friction.",),
-        advice=("A bacterial culture is advised if the lesions persist.",),
     ),
     "lipoma": CaptionVocab(
         names=("lipoma",),
@@ -319,7 +383,6 @@ RARE_VOCAB: dict[str, CaptionVocab] = {
         details=("that moves freely", "with normal overlying skin", "that is painless"),
         sites=("shoulder", "back", "neck", "forearm"),
         backgrounds=(f"{_S} is a benign tumour of mature fat cells that grows slowly.",),
-        advice=("An ultrasound examination is recommended to confirm the diagnosis.",),
     ),
 }
 
@@ -327,12 +390,11 @@ RARE_DISEASES: tuple[str, ...] = tuple(RARE_VOCAB)
 
 # How a synthetic caption opens: the diagnosis, then what the picture shows.
 DIAGNOSIS_OPENER = "This image shows"
-_GENERIC_ADVICE = (
-    "It is recommended to perform a skin biopsy and histopathological examination to confirm the diagnosis.",
-    "Dermoscopy and, if necessary, a biopsy are recommended for a definitive diagnosis.",
-    "It is advisable to seek medical attention from a dermatologist for further evaluation.",
-    "Further examination, including dermoscopy, is needed to confirm the diagnosis.",
-    "A histopathological examination is suggested to rule out other conditions.",
+# The skin-of-colour sentence of a synthetic-only disease, per Fitzpatrick band (fair, medium, dark).
+_GENERIC_ON_SKIN = (
+    "On fair skin the redness of {name} is easy to see, and dermoscopy is recommended to confirm the diagnosis.",
+    "On medium skin {name} looks red-brown rather than red, and a dermatologist should confirm the diagnosis.",
+    "On dark skin {name} looks violet or darker than the skin, and a biopsy may be needed for a definitive diagnosis.",
 )
 
 
@@ -382,9 +444,9 @@ def _random_facts(rng: random.Random) -> tuple[LesionFacts, int]:
 def _one_caption(rng: random.Random, vocab: CaptionVocab, facts: LesionFacts, fitzpatrick: int) -> str:
     """One caption whose words follow the picture wherever a dermatologist's would: the colour word (lesions look
     darker on darker skin, as the painter draws them), the lesion word and surface detail (by size and number),
-    the disease's name (its form for single or several, small or large lesions), the facts sentence, the
-    background sentence (single vs several lesions) and the advice (by size: a lesion over 6 mm gets a biopsy, as
-    the ABCDE rule has it). The body site and the sentence frames are not in the picture and stay free choices."""
+    the disease's name (its form for single or several, small or large lesions), the facts sentence, how the disease
+    looks on this skin (by Fitzpatrick band, with its recommendation) and the background sentence (single vs several
+    lesions). The body site and the sentence frames are not in the picture and stay free choices."""
     size = SIZE_WORDS.index(facts.size)
     several = facts.count > 1
     name = vocab.names[(size + several) % len(vocab.names)]
@@ -397,11 +459,13 @@ def _one_caption(rng: random.Random, vocab: CaptionVocab, facts: LesionFacts, fi
     # the demo, Vega trained on captions that name the disease at their end mentioned the right disease for 19 % of
     # validation images (every caption nearly the same, distinct-2 0.05); naming it first, 62 % (distinct-2 0.07).
     first = [f"{DIAGNOSIS_OPENER} {name}: {desc}.", facts_sentence(facts, fitzpatrick)]
-    background = vocab.backgrounds[several % len(vocab.backgrounds)].format(name=_capitalise(name))
-    advice_pool = vocab.advice + _GENERIC_ADVICE
-    big = facts.diameter_mm > 6
-    advice = [advice_pool[0] if big else advice_pool[1 + (fitzpatrick + size) % (len(advice_pool) - 1)]]
-    return " ".join([*first, background, *advice])
+    # Measured on the demo: this sentence (in place of a generic recommendation chosen by size) lifted the
+    # references' distinct-2 over the validation part from 0.14 to ~0.18 and Vega's from 0.08 to … (see README).
+    band = (fitzpatrick - 1) // 2  # Fitzpatrick I–II, III–IV, V–VI (the bands of `hikari.data.labels.skin_band`)
+    on_skin = (vocab.on_skin or _GENERIC_ON_SKIN)[band].format(name=name)
+    # Background: by single vs several lesions and whether the largest is large (four sentences for a top-10 disease).
+    background = vocab.backgrounds[(2 * several + (size == 2)) % len(vocab.backgrounds)].format(name=_capitalise(name))
+    return " ".join([*first, on_skin, background])
 
 
 def synth_caption(

@@ -130,7 +130,7 @@ def _batches(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
-def _features(output: Any) -> Any:
+def projected_features(output: Any) -> Any:
     """transformers v5 returns a model output whose pooler_output is the projected feature; v4 a tensor."""
     return output if not hasattr(output, "pooler_output") else output.pooler_output
 
@@ -224,7 +224,8 @@ class Encoders:
                 else:
                     inputs = self.image_processor(images=pil, return_tensors="pt").to(self.device)
                     if self.spec.image_kind == "projected":
-                        feats = _features(self.image_model.get_image_features(pixel_values=inputs["pixel_values"]))
+                        output = self.image_model.get_image_features(pixel_values=inputs["pixel_values"])
+                        feats = projected_features(output)
                     else:  # cls
                         feats = self.image_model(pixel_values=inputs["pixel_values"]).last_hidden_state[:, 0]
                     out.append(feats.float().cpu().numpy())

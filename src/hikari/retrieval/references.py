@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from PIL import Image
 
 from hikari.config import DEFAULT_HASH_THRESHOLD, DEFAULT_TARGET_RECALL, DataConfig, default
@@ -322,4 +325,61 @@ def generated_captions(paths: Sequence[Path]) -> dict[str, str]:
                 raise ValueError(f"{path}: line {lineno} is a {p.task!r} prediction; rag.eval_query_captions needs "
                                  "Stage 3 caption predictions (`hikari predict --task caption`)")  # fmt: skip
             out[p.file_name] = p.parsed
+    return out
+
+
+ControlledKind = Literal["oracle", "noise"]
+CONTROLLED_KINDS: tuple[str, ...] = ("oracle", "noise")
+
+
+def controlled_references(
+    index: HybridIndex, records: Sequence[SkinCapRecord], *, k: int, kind: ControlledKind, seed: int = 0
+) -> dict[str, list[dict[str, Any]]]:
+    """File name → `k` reference dicts of controlled quality, for the reference-quality ablation.
+
+    ``oracle``: random indexed (train-part) images of the record's own disease; ``noise``: random indexed images
+    of one random *other* disease (all `k` from that disease, so the labels agree with each other and are wrong).
+    The leak-free rules of `search` apply unchanged (`HybridIndex.allowed`: not the record itself, not its source
+    image, not a near-duplicate of its image). The draw for a record depends only on (`seed`, its file name), not
+    on the other records. The dicts have `Hit.to_dict`'s keys with ``score`` 1.0 and no cosines. A record whose
+    image cannot be hashed gets no references (logged), as in `retrieve_references`.
+    """
+    if kind not in CONTROLLED_KINDS:
+        raise ValueError(f"unknown reference kind {kind!r}; valid: {', '.join(CONTROLLED_KINDS)}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    unreadable: dict[int, str] = {}
+    hashes = hash_images([r.image_path for r in records], errors=unreadable)
+    hash_of = {}
+    readable = [r for i, r in enumerate(records) if i not in unreadable]
+    for record, h in zip(readable, hashes, strict=True):
+        hash_of[record.file_name] = h.phash
+    for i, message in sorted(unreadable.items()):
+        logger.warning("%s: %s — no references for it", records[i].file_name, message)
+    labels = np.array([ref.label for ref in index.references])
+    diseases = sorted(set(labels.tolist()))
+    out: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        if record.file_name not in hash_of:
+            out[record.file_name] = []
+            continue
+        rng = random.Random(f"{seed}:{kind}:{record.file_name}")
+        target = record.disease
+        if kind == "noise":
+            others = [d for d in diseases if d != record.disease]
+            if not others:
+                raise ValueError(f"index {index.info.encoder.get('name')}: every reference has the disease "
+                                 f"{record.disease!r}; noise references need another disease")  # fmt: skip
+            target = rng.choice(others)
+        allowed = index.allowed(exclusion_for(record, hash_of[record.file_name])) & (labels == target)
+        rows = np.flatnonzero(allowed).tolist()
+        chosen = rng.sample(rows, min(k, len(rows)))
+        out[record.file_name] = [
+            {"score": 1.0, "cos_image": None, "cos_text": None,
+             **{key: value for key, value in asdict(index.references[i]).items() if key != "phash"}}
+            for i in chosen
+        ]  # fmt: skip
+    short = [name for name, refs in out.items() if len(refs) < k]
+    if short:
+        logger.warning("%d record(s) got fewer than %d %s references, e.g. %s", len(short), k, kind, short[:3])
     return out

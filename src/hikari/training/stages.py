@@ -46,6 +46,7 @@ from hikari.retrieval.references import (
     build_reference_index,
     cached_references,
     check_index_matches_split,
+    controlled_references,
     generated_captions,
     triples_from_dicts,
 )
@@ -352,12 +353,33 @@ def rag_references(
     config: RunConfig, parts: dict[str, list[SkinCapRecord]], out: Path
 ) -> tuple[dict[str, list[Any]] | None, dict[str, list[Any]] | None, dict[str, Any] | None]:
     """(train references, eval references, run_info entry) for a `rag` recipe; (None, None, None) otherwise.
+    The references are (image path, label, caption or None) triples, as the prompts take them
+    (`rag_reference_dicts` gives the full reference dicts with their scores)."""
+    train, eval_refs, info = rag_reference_dicts(config, parts, out)
+    if config.rag is None:
+        return None, None, None
+    reference_text = config.rag.reference_text
+
+    def triples(refs: dict[str, list[dict[str, Any]]] | None) -> dict[str, list[Any]] | None:
+        return None if refs is None else {n: triples_from_dicts(v, reference_text) for n, v in refs.items()}
+
+    return triples(train), triples(eval_refs), info
+
+
+def rag_reference_dicts(
+    config: RunConfig, parts: dict[str, list[SkinCapRecord]], out: Path, *, train_part: bool = True
+) -> tuple[dict[str, list[dict[str, Any]]] | None, dict[str, list[dict[str, Any]]] | None, dict[str, Any] | None]:
+    """(train references, eval references, run_info entry) for a `rag` recipe as reference dicts (`Hit.to_dict`:
+    score, cosines, label, caption, image path …); (None, None, None) otherwise. `train_part=False` skips the train
+    references (returned as None), e.g. to evaluate a finished run.
 
     The index is `rag.index`, or built once into `<run>/rag-index` from the split's train part with
     `rag.encoder` (rebuilt when the split, the encoder or α changes). It must hold train-part images only. Per
     record the references come from a cache file `<run>/references.<part>.json` keyed by the index content, k,
     α and the query texts. Training queries may use the sample's own caption (`rag.train_query_text`);
-    evaluation queries use generated Stage 3 captions (`rag.eval_query_captions`) or the image alone.
+    evaluation queries use generated Stage 3 captions (`rag.eval_query_captions`) or the image alone. With
+    `rag.references` "oracle" or "noise" the index only supplies the candidates (`controlled_references`, drawn
+    with the run's seed, not cached: they cost no encoding).
     """
     rag = config.rag
     if rag is None:
@@ -373,26 +395,34 @@ def rag_references(
                                   image_max_size=config.data.max_image_size)  # fmt: skip
         index = HybridIndex.load(index_dir)
         check_index_matches_split(index, split_path)
-        train_texts = {r.file_name: r.caption for r in parts["train"]} if rag.train_query_text == "caption" else None
-        train = cached_references(out / "references.train.json", index_dir, parts["train"], k=rag.k_train,
-                                  query_texts=train_texts, query_kind=rag.train_query_text, **common)  # fmt: skip
-        evaluated = parts.get(config.eval.part, [])
+        evaluated = parts.get(config.eval.part, []) if rag.k_eval > 0 else []
         eval_refs = None
-        if rag.k_eval > 0 and evaluated:
-            texts = generated_captions(rag.eval_query_captions) if rag.eval_query_captions else None
-            eval_refs = cached_references(
-                out / f"references.{config.eval.part}.json", index_dir, evaluated, k=rag.k_eval, query_texts=texts,
-                query_kind="stage3_captions" if texts else "none", **common,
-            )  # fmt: skip
+        train = None
+        if rag.references != "retrieved":  # the reference-quality ablation: oracle or noise references
+            if train_part:
+                train = controlled_references(index, parts["train"], k=rag.k_train, kind=rag.references,
+                                              seed=config.seed)  # fmt: skip
+            if evaluated:
+                eval_refs = controlled_references(index, evaluated, k=rag.k_eval, kind=rag.references, seed=config.seed)
+        else:
+            captions = {r.file_name: r.caption for r in parts["train"]}
+            if train_part:
+                train = cached_references(out / "references.train.json", index_dir, parts["train"], k=rag.k_train,
+                                          query_texts=captions if rag.train_query_text == "caption" else None,
+                                          query_kind=rag.train_query_text, **common)  # fmt: skip
+            if evaluated:
+                texts = generated_captions(rag.eval_query_captions) if rag.eval_query_captions else None
+                eval_refs = cached_references(
+                    out / f"references.{config.eval.part}.json", index_dir, evaluated, k=rag.k_eval,
+                    query_texts=texts, query_kind="stage3_captions" if texts else "none", **common,
+                )  # fmt: skip
     info = {"index": str(index_dir), "encoder": index.info.encoder.get("name"), "alpha": rag.alpha,
+            "references": rag.references,
             "k_train": rag.k_train, "k_eval": rag.k_eval, "reference_text": rag.reference_text,
             "train_query_text": rag.train_query_text,
             "eval_query_text": "stage3_captions" if rag.eval_query_captions else "none",
             "split_fingerprint": load_split(split_path).fingerprint}  # fmt: skip
-    def triples(refs: dict[str, list[dict[str, Any]]] | None) -> dict[str, list[Any]] | None:
-        return None if refs is None else {n: triples_from_dicts(v, rag.reference_text) for n, v in refs.items()}
-
-    return triples(train), triples(eval_refs), info
+    return train, eval_refs, info
 
 
 def _built_index_is_current(index_dir: Path, split_path: Path, encoder: str, alpha: float) -> bool:
