@@ -99,7 +99,7 @@ def test_retrieval_benchmark_measures_the_shipped_index_on_every_workload() -> N
     out = json.loads(line)
     assert list(out["workloads"]) == ["sigma1", "sigma3", "sigma6", "encoders"]
     for name, row in out["workloads"].items():
-        assert row["nlist"] == default_nlist(3000) and row["k_factor"] == 8, name  # nothing private
+        assert row["nlist"] == default_nlist(3000), name  # nothing private: the library chose
         assert row["tuning_curve"] and row["tuning_reason"], name
         if row["search"] == "exact":
             assert row["nprobe"] is None and row["recall_at_10"] == 1.0, name

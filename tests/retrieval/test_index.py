@@ -257,8 +257,16 @@ def test_tuner_reaches_the_target_where_a_fixed_nprobe_does_not() -> None:
     t = tuned.info.tuning
     assert t.search == "approximate" and t.chosen_by == "tuner" and t.target_recall == 0.95
     assert t.recall >= 0.95 and t.nprobe > 2 and tuned.info.approximate["nprobe"] == t.nprobe
-    assert [c["nprobe"] for c in t.curve] == [1, 2, 4, 8, 16][: len(t.curve)]  # smallest first, stops at the target
-    assert all(c["recall"] < 0.95 for c in t.curve[:-1]) and t.curve[-1]["recall"] == t.recall
+    # phase 1: nprobe climbs faiss's ladder at the widest refinement and stops at the target ...
+    phase1 = [c for c in t.curve if c["k_factor"] == 64]
+    assert [c["nprobe"] for c in phase1] == [1, 2, 4, 8, 16, 32][: len(phase1)] and phase1[-1]["nprobe"] == t.nprobe
+    assert all(c["recall"] < 0.95 for c in phase1[:-1]) and phase1[-1]["recall"] >= 0.95
+    # ... phase 2: the smallest refine factor from 8 at that nprobe still reaching it
+    phase2 = t.curve[len(phase1):]
+    assert [c["k_factor"] for c in phase2] == [8, 16, 32][: len(phase2)] and {c["nprobe"] for c in phase2} <= {t.nprobe}
+    chosen = phase2[-1] if phase2 and phase2[-1]["recall"] >= 0.95 else phase1[-1]
+    assert (t.k_factor, t.recall) == (chosen["k_factor"], chosen["recall"]) == (tuned.info.approximate["k_factor"],
+                                                                                t.recall)  # fmt: skip
     assert t.curve[1]["recall"] == fixed.info.tuning.recall  # the same measurement at nprobe=2
     assert set(t.curve[0]) >= {"recall_text", "recall_image", "scanned", "ms_per_query"}
     assert t.queries == 2 * min(256, 4000 // 10) and t.k == 10

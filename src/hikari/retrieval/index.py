@@ -15,11 +15,11 @@ so α can even change per query). Query modes (`strategy`):
 
 For large collections an approximate index is added: IVF with 8-bit scalar-quantised vectors, whose candidates
 (`k_factor`·k of them) are re-scored exactly against the flat index (`faiss.IndexRefine`, sharing the flat
-index's vectors, so no extra full copy is kept). `nprobe` trades speed for recall, and the right value depends on
-the data, so it is measured at build time rather than fixed (`tune_nprobe`): the smallest `nprobe` whose recall@10
-against exact search reaches `target_recall` (default 0.95) on held-out stored vectors is kept; where no `nprobe`
-reaches it, or reaching it is slower than exact search, the index records why and answers approximate searches
-exactly (`IndexInfo.tuning`).
+index's vectors, so no extra full copy is kept). `nprobe` and `k_factor` trade speed for recall, and the right
+values depend on the data, so they are measured at build time rather than fixed (`tune_nprobe`): the smallest
+`nprobe`, then `k_factor`, whose recall@10 against exact search reaches `target_recall` (default 0.95) on held-out
+stored vectors is kept; where nothing reaches it, or reaching it is slower than exact search, the index records
+why and answers approximate searches exactly (`IndexInfo.tuning`).
 
 Exclusions: a query never gets back its own id, a reference from its source image (same normalised
 `ori_file_path`) or a near-duplicate picture (pHash within the split's threshold). Search over-fetches k + margin
@@ -61,6 +61,9 @@ BLAS_DATABASE_BLOCK = 16_384
 # Build-time tuning of the approximate index (see `tune_nprobe`; target: hikari.config.DEFAULT_TARGET_RECALL).
 TUNE_K = 10  # recall@10, the promise the benchmark checks
 TUNE_QUERIES = 256  # held-out rows, each queried as every kind (`tuning_queries`)
+# The smallest refine factor the tuner picks: below 8 candidates per neighbour the re-scoring saves little (the list
+# scan dominates) and leaves no slack for queries unlike the tuning sample. 8 was the fixed value before tuning.
+MIN_K_FACTOR = 8
 KMEANS_ITERATIONS = 10  # faiss's default 25 costs 2.5x the training time for lists the tuner compensates anyway
 
 
@@ -126,8 +129,9 @@ class IvfTuning:
         nprobe: the nprobe approximate search uses; None when `search` is exact.
         recall: recall of what approximate search does (1.0 when exact).
         reason: one sentence on why this setting was chosen.
-        curve: per nprobe tried, {"nprobe", "recall", "recall_<kind>", "scanned" (fraction of the references whose
-            codes were compared, per query), "ms_per_query"}.
+        k_factor: the refine factor approximate search uses (candidates re-scored exactly = k_factor·k).
+        curve: per setting tried, in order, {"nprobe", "k_factor", "recall", "recall_<kind>", "scanned" (fraction
+            of the references whose codes were compared, per query), "ms_per_query"}.
     """
 
     target_recall: float
@@ -208,7 +212,7 @@ class HybridIndex:
         approximate: bool = False,
         nlist: int | None = None,
         nprobe: int | None = None,
-        k_factor: int = 8,
+        k_factor: int | None = None,
         train_size: int = 100_000,
         seed: int = 0,
         target_recall: float = DEFAULT_TARGET_RECALL,
@@ -218,8 +222,9 @@ class HybridIndex:
     ) -> HybridIndex:
         """Build the index from unit-norm embeddings (checked); `info` fills the remaining `IndexInfo` fields.
 
-        With `approximate`, an IVF-SQ8 index is built and tuned (`build_approximate`): `nprobe` None picks the
-        smallest nprobe reaching `target_recall`, an int fixes it (its recall is still measured and recorded).
+        With `approximate`, an IVF-SQ8 index is built and tuned (`build_approximate`): `nprobe` / `k_factor` None
+        pick the smallest values reaching `target_recall`, an int fixes one (its recall is still measured and
+        recorded); where the target cannot be reached faster than exact search, approximate searches run exactly.
         """
         image_emb = np.ascontiguousarray(image_emb, dtype=np.float32)
         n, d_img = image_emb.shape
@@ -380,6 +385,10 @@ class HybridIndex:
             nprobe = self.info.approximate.get("nprobe") if self.info.approximate else None
             self.approx.nprobe = int(nprobe or 16)  # 16: what indexes saved before tuning were built with
         return _search(index, vectors, fetch)
+
+    def allowed(self, exclusion: Exclusion) -> np.ndarray:
+        """Boolean mask over every reference: True where `exclusion` does not forbid it (the rule `search` applies)."""
+        return ~self._excluded(np.arange(len(self.references)), exclusion)
 
     def _excluded(self, rows: np.ndarray, ex: Exclusion) -> np.ndarray:
         """Mask over candidate `rows` (−1 allowed) of references the exclusion forbids."""
@@ -544,104 +553,127 @@ def tune_nprobe(
     self_rows: np.ndarray,
     *,
     k: int = TUNE_K,
-    k_factor: int,
+    k_factor: int | None = None,
     target_recall: float = DEFAULT_TARGET_RECALL,
     nprobe: int | None = None,
     max_cost_vs_exact: float | None = 1.0,
     seed: int = 0,
 ) -> IvfTuning:
-    """Measure recall@k of IVF + exact refinement against exact search and pick the smallest sufficient nprobe.
+    """Measure recall@k of IVF + exact refinement against exact search; pick the smallest sufficient nprobe, then
+    the smallest sufficient refine factor (`k_factor`: candidates re-scored exactly = k_factor·k).
 
     Queries are *stored* vectors (`self_rows`, held out of the k-means sample by `build_approximate`), each kind
     formed as the index forms real queries (`tuning_queries`); both searches fetch k + 1 and drop the query's own
     row, so recall is over its k true neighbours. Why stored vectors and not perturbed copies: a training sample
     querying with its own image and caption, itself excluded, is exactly how RAG-in-Training queries the index,
     and held-out rows of the data come from the data's own distribution, whereas any perturbation would be an
-    invented noise level the tuner could be tuned to. (A stored row always sits in its own list, so the measure
-    can flatter queries from far off the data; the benchmark checks unseen queries.)
+    invented noise level the tuner could be tuned to. (Held-out rows lie where the data lies: queries farther from
+    the data than its rows lie from each other can see a lower recall; the benchmark checks unseen queries.)
 
-    The nprobe ladder is faiss's `ParameterSpace` range for the index (1, 2, 4, … below nlist) plus nlist itself.
-    Recall is the minimum over the query kinds. The ladder stops at the first nprobe whose recall reaches
-    `target_recall`; with `max_cost_vs_exact` set, also once a rung is slower than that multiple of exact search
-    (each further rung probes more lists, so it can only be slower). Exact search is then chosen when no rung
-    reached the target, or the chosen one (best of three timings) is slower than `max_cost_vs_exact` × exact.
-    `max_cost_vs_exact=None` skips the time comparison, so the choice depends only on the data and `seed` (timings
-    are still recorded). A fixed `nprobe` is measured and kept (a warning when it misses the target). `seed` is
-    recorded only (it drew `self_rows` and seeded k-means in `build_approximate`).
+    Both ladders are faiss's `ParameterSpace` ranges for the index: nprobe 1, 2, 4, … below nlist, plus nlist
+    itself; k_factor 1, 2, 4, … 64. Recall is the minimum over the query kinds. Phase 1 climbs nprobe at the
+    largest k_factor (so that the 8-bit codes' ranking does not hide what probing finds) and stops at the first
+    nprobe reaching `target_recall`; with `max_cost_vs_exact` set, it also stops once the next rung, costing about
+    nprobe-proportionally more, would be slower than that multiple of exact search. Phase 2 keeps that nprobe and
+    takes the smallest k_factor (from `MIN_K_FACTOR`) still reaching the target. Exact search is chosen when no
+    rung reached the target, or the chosen setting (best of three timings) is slower than `max_cost_vs_exact` ×
+    exact. `max_cost_vs_exact=None` skips the time comparisons, so the choice depends only on the data and `seed`
+    (timings are still recorded). A fixed `nprobe` / `k_factor` is kept as given and measured (a warning when
+    it misses the target). `seed` is recorded only (it drew `self_rows` and seeded k-means).
     """
     if not 0.0 < target_recall <= 1.0:
         raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
     if max_cost_vs_exact is not None and max_cost_vs_exact <= 0:
         raise ValueError(f"max_cost_vs_exact must be > 0 or None, got {max_cost_vs_exact}")
-    if nprobe is not None and nprobe < 1:
-        raise ValueError(f"nprobe must be >= 1, got {nprobe}")
+    for name, value in (("nprobe", nprobe), ("k_factor", k_factor)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
     nq = int(self_rows.size)
     fetch = min(k + 1, exact.ntotal)
     kinds = list(queries)
 
     def timed(index: Any) -> tuple[float, dict[str, np.ndarray]]:
         start = time.perf_counter()
-        found = {kind: _topk_without_self(_search(index, queries[kind], fetch)[1], self_rows, k) for kind in kinds}
-        return (time.perf_counter() - start) * 1000 / (nq * len(kinds)), found
+        rows = {kind: _search(index, queries[kind], fetch)[1] for kind in kinds}
+        ms = (time.perf_counter() - start) * 1000 / (nq * len(kinds))
+        return ms, {kind: _topk_without_self(r, self_rows, k) for kind, r in rows.items()}
 
     exact_ms, truth = timed(exact)
     if exact_ms * nq * len(kinds) < 1000:  # a cheap search is timed twice (noise); a long one is stable enough
         exact_ms = min(exact_ms, timed(exact)[0])
     refine = faiss.IndexRefine(ivf, exact)
-    refine.k_factor = float(k_factor)
     space = faiss.ParameterSpace()
     space.initialize(refine)
-    ranges = {(pr := space.parameter_ranges.at(r)).name: pr.values for r in range(space.parameter_ranges.size())}
-    ladder = sorted({*(int(v) for v in faiss.vector_to_array(ranges["nprobe"])), ivf.nlist})
-    if nprobe is not None:
-        ladder = [min(nprobe, ivf.nlist)]
+    ranges = {}
+    for r in range(space.parameter_ranges.size()):
+        pr = space.parameter_ranges.at(r)  # a copy whose `values` dies with it: read them now
+        ranges[pr.name] = [int(v) for v in faiss.vector_to_array(pr.values)]
+    probes, factors = sorted({*ranges["nprobe"], ivf.nlist}), ranges["k_factor_rf"]
     curve: list[dict[str, float]] = []
-    chosen: dict[str, float] | None = None
-    for p in ladder:
+
+    def measure(p: int, kf: int) -> dict[str, float]:
         space.set_index_parameter(refine, "nprobe", p)
+        space.set_index_parameter(refine, "k_factor_rf", kf)
         faiss.cvar.indexIVF_stats.reset()
         ms, found = timed(refine)
-        point = {"nprobe": p, "ms_per_query": round(ms, 4),
+        point = {"nprobe": p, "k_factor": kf, "ms_per_query": round(ms, 4),
                  "scanned": round(faiss.cvar.indexIVF_stats.ndis / (nq * len(kinds) * max(1, exact.ntotal)), 4)}
         recalls = {kind: _recall(found[kind], truth[kind]) for kind in kinds}
         point.update({f"recall_{kind}": round(r, 4) for kind, r in recalls.items()})
         point["recall"] = round(min(recalls.values()), 4)
         curve.append(point)
+        return point
+
+    # phase 1: the smallest nprobe, at the widest refinement
+    wide = k_factor or max(factors)
+    chosen: dict[str, float] | None = None
+    for i, p in enumerate([min(nprobe, ivf.nlist)] if nprobe is not None else probes):
+        point = measure(p, wide)
         if point["recall"] >= target_recall or nprobe is not None:
             chosen = point
             break
-        if max_cost_vs_exact is not None and ms > max_cost_vs_exact * exact_ms:
+        following = probes[i + 1] if i + 1 < len(probes) else None
+        if max_cost_vs_exact is not None and following is not None and \
+                point["ms_per_query"] * following / p > max_cost_vs_exact * exact_ms:
             break
+    # phase 2: the smallest k_factor at that nprobe
+    if chosen is not None and chosen["recall"] >= target_recall and k_factor is None:
+        for kf in (f for f in factors if MIN_K_FACTOR <= f < wide):
+            point = measure(int(chosen["nprobe"]), kf)
+            if point["recall"] >= target_recall:
+                chosen = point
+                break
     best = max(curve, key=lambda c: c["recall"])
-    common = dict(target_recall=float(target_recall), k=k, queries=nq * len(kinds), seed=seed, k_factor=k_factor,
+    common = dict(target_recall=float(target_recall), k=k, queries=nq * len(kinds), seed=seed,
                   exact_ms_per_query=round(exact_ms, 4), curve=curve)  # fmt: skip
-    if nprobe is not None:
-        assert chosen is not None
-        if chosen["recall"] < target_recall:
-            logger.warning("approximate index at the given nprobe=%d: recall@%d %.3f is below the target %.3f",
-                           nprobe, k, chosen["recall"], target_recall)  # fmt: skip
-        return IvfTuning(search="approximate", chosen_by="caller", nprobe=int(chosen["nprobe"]),
-                         recall=chosen["recall"], approx_ms_per_query=chosen["ms_per_query"],
-                         reason=f"nprobe {nprobe} given by the caller", **common)  # fmt: skip
     if chosen is None:
-        return IvfTuning(search="exact", chosen_by="tuner", nprobe=None, recall=1.0, approx_ms_per_query=None,
+        return IvfTuning(search="exact", chosen_by="tuner", nprobe=None, k_factor=int(best["k_factor"]), recall=1.0,
+                         approx_ms_per_query=None,
                          reason=(f"recall@{k} {target_recall} not reached: best {best['recall']} at nprobe "
-                                 f"{best['nprobe']} of {ivf.nlist} lists"
+                                 f"{best['nprobe']} of {ivf.nlist} lists, k_factor {best['k_factor']}"
                                  + ("" if best["nprobe"] == ivf.nlist else
-                                    f" ({best['ms_per_query']} ms/query, already slower than exact search's "
-                                    f"{round(exact_ms, 4)})")),
+                                    f" ({best['ms_per_query']} ms/query; more lists would be slower than exact "
+                                    f"search's {round(exact_ms, 4)})")),
                          **common)  # fmt: skip
+    setting = f"nprobe {chosen['nprobe']} of {ivf.nlist} lists, k_factor {chosen['k_factor']}"
     space.set_index_parameter(refine, "nprobe", int(chosen["nprobe"]))
+    space.set_index_parameter(refine, "k_factor_rf", int(chosen["k_factor"]))
     approx_ms = min([chosen["ms_per_query"], *(timed(refine)[0] for _ in range(2))])
+    found = dict(nprobe=int(chosen["nprobe"]), k_factor=int(chosen["k_factor"]), recall=chosen["recall"],
+                 approx_ms_per_query=round(approx_ms, 4))  # fmt: skip
+    if nprobe is not None or k_factor is not None:
+        if chosen["recall"] < target_recall:
+            logger.warning("approximate index at the given %s: recall@%d %.3f is below the target %.3f", setting, k,
+                           chosen["recall"], target_recall)  # fmt: skip
+        if nprobe is not None:
+            return IvfTuning(search="approximate", chosen_by="caller", reason=f"{setting} (nprobe given by the caller)",
+                             **found, **common)  # fmt: skip
     if max_cost_vs_exact is not None and approx_ms > max_cost_vs_exact * exact_ms:
-        return IvfTuning(search="exact", chosen_by="tuner", nprobe=None, recall=1.0,
-                         approx_ms_per_query=round(approx_ms, 4),
-                         reason=(f"recall@{k} {chosen['recall']} needs nprobe {chosen['nprobe']} of {ivf.nlist} "
-                                 f"lists, {round(approx_ms, 4)} ms/query: slower than exact search's "
-                                 f"{round(exact_ms, 4)}"), **common)  # fmt: skip
-    return IvfTuning(search="approximate", chosen_by="tuner", nprobe=int(chosen["nprobe"]), recall=chosen["recall"],
-                     approx_ms_per_query=round(approx_ms, 4),
-                     reason=(f"smallest nprobe of {ivf.nlist} lists with recall@{k} >= {target_recall}: "
+        return IvfTuning(search="exact", chosen_by="tuner", **{**found, "nprobe": None, "recall": 1.0},
+                         reason=(f"recall@{k} {chosen['recall']} needs {setting}, {round(approx_ms, 4)} ms/query: "
+                                 f"slower than exact search's {round(exact_ms, 4)}"), **common)  # fmt: skip
+    return IvfTuning(search="approximate", chosen_by="tuner", **found,
+                     reason=(f"smallest setting with recall@{k} >= {target_recall}: {setting}, recall "
                              f"{chosen['recall']}, {round(approx_ms, 4)} vs exact {round(exact_ms, 4)} ms/query"),
                      **common)  # fmt: skip
 
@@ -653,7 +685,7 @@ def build_approximate(
     image_dim: int,
     nlist: int | None = None,
     nprobe: int | None = None,
-    k_factor: int = 8,
+    k_factor: int | None = None,
     target_recall: float = DEFAULT_TARGET_RECALL,
     max_cost_vs_exact: float | None = 1.0,
     tune_queries: int = TUNE_QUERIES,
@@ -675,12 +707,12 @@ def build_approximate(
     matrix = flat_vectors(exact)
     rng = np.random.default_rng(seed)
     held_out = np.sort(rng.choice(n, min(tune_queries, max(1, n // 10)), replace=False))
-    ivf, params = build_ivf(matrix, nlist=nlist, nprobe=nprobe or 1, k_factor=k_factor, train_size=train_size,
+    ivf, params = build_ivf(matrix, nlist=nlist, nprobe=nprobe or 1, k_factor=k_factor or 0, train_size=train_size,
                             seed=seed, holdout=held_out)  # fmt: skip
     queries = tuning_queries(matrix, held_out, alpha=alpha, image_dim=image_dim)
     tuning = tune_nprobe(ivf, exact, queries, held_out, k_factor=k_factor, target_recall=target_recall,
                          nprobe=nprobe, max_cost_vs_exact=max_cost_vs_exact, seed=seed)  # fmt: skip
-    params["nprobe"] = tuning.nprobe
+    params.update(nprobe=tuning.nprobe, k_factor=tuning.k_factor)
     if tuning.search == "exact":
         logger.info("approximate index not kept: %s", tuning.reason)
         return None, params, tuning
