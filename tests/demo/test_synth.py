@@ -222,3 +222,21 @@ def test_too_few_rows_is_refused(tmp_path: Path) -> None:
 
 def test_every_disease_has_a_visual_signature() -> None:
     assert set(STYLES) == set(DISEASES) | set(RARE_DISEASES)
+
+
+def test_skin_type_columns_follow_both_skincap_conventions(tmp_path: Path) -> None:
+    from hikari.data.labels import SKIN_BANDS, UNKNOWN_SKIN_BAND
+    from hikari.data.skincap import record_skin_band
+
+    write_synthetic_skincap(tmp_path, n=1200, seed=3)
+    rows = _csv_rows(tmp_path)
+    ddi = [r for r in rows if r["source"] == "ddi"]
+    fitz = [r for r in rows if r["source"] == "fitzpatrick17k"]
+    assert ddi and fitz
+    assert {r["skin_tone"] for r in ddi} <= {"12", "34", "56"} and all(not r["fitzpatrick_scale"] for r in ddi)
+    scales = Counter(r["fitzpatrick_scale"] for r in fitz)
+    assert set(scales) <= {"-1", "1", "2", "3", "4", "5", "6"} and all(not r["skin_tone"] for r in fitz)
+    assert 0 < scales["-1"] < 0.1 * len(fitz)  # Fitzpatrick17k's few unknowns
+    assert scales["2"] > scales["4"] > scales["6"] > 0  # light skin dominates, as in Fitzpatrick17k
+    bands = Counter(record_skin_band(r) for r in read_skincap(tmp_path).records)
+    assert set(bands) == {*SKIN_BANDS, UNKNOWN_SKIN_BAND}  # every band, unknown included

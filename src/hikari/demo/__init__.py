@@ -9,10 +9,9 @@ from hikari.utils.lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "captions": ("caption_corpus", "synth_caption"),
-    "encoders": ("build_tiny_encoders",),
+    "encoders": ("build_tiny_encoders", "train_tiny_encoders"),
     "pipeline": ("run_demo",),
     "pretrain": ("pretrain_tiny_vlm",),
-    "rag": ("run_stage2_rag",),
     "synth": ("SynthSummary", "write_synthetic_skincap"),
     "tiny": ("TinyDims", "build_tiny_qwen3vl"),
 })  # fmt: skip

@@ -190,7 +190,7 @@ def train_tiny_encoders(
             loss.backward()
             optimizer.step()
             schedule.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     spec = EncoderSpec(
         name=TRAINED_NAME, image_model="image", image_kind="projected", text_model="text", text_kind="mean",
         text_max_length=256, aligned=True,

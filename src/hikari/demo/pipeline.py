@@ -2,10 +2,12 @@
 the built-in synthetic SkinCAP and the tiny Qwen3-VL, on a CPU, in minutes.
 
     synthetic SkinCAP → split + audit → tiny Qwen3-VL (+ brief generic pre-training) → Stage 1 (subaru)
-    → Stage 2 (deneb, merged-init from subaru) → the penalty's 8B-equivalent β (below) → Stage 3 ablation from
+    → Stage 2 (deneb, merged-init from subaru) → retrieval encoders trained on the train part + the Stage 2
+    reference-quality ablation (sirius with retrieved / noise / oracle references, the retrieval-only vote)
+    → the penalty's 8B-equivalent β (below) → Stage 3 ablation from
     deneb: rigel (checkpoint-init), vega (merged-init), antares at the published β 0.01, antares,
-    antares_as_run, antares_ckpt and sts_safe at the 8B-equivalent β, and antares at β 1 (a stress row, not an
-    equivalence; antares_ckpt too) → report.json / report.md
+    antares_ckpt and sts_safe at the 8B-equivalent β, and antares at β 1 (a stress row, not an equivalence;
+    antares_ckpt too) → statistics (bootstrap CIs, Deneb's calibration, skin-type subgroups) → report.json / .md
 
 The 8B-equivalent β: the published β 0.01 is a different penalty on a 128-wide model than on Qwen3-VL-8B (its
 gradient scales with the LoRA elements, which PEFT draws in ±1/√width, and the CE's pull depends on width, loss and
@@ -31,16 +33,26 @@ from rich.console import Console
 
 from hikari.config import load_config, resolve_recipe
 from hikari.data.audit import audit_split
-from hikari.data.split import load_split, split_dataset
+from hikari.data.labels import DISEASES, GROUPS
+from hikari.data.split import load_split, read_split_records, split_dataset
+from hikari.demo.encoders import TRAINED_STEPS, train_tiny_encoders
 from hikari.demo.pretrain import pretrain_tiny_vlm
-from hikari.demo.rag import run_stage2_rag
 from hikari.demo.synth import write_synthetic_skincap
 from hikari.demo.tiny import TinyDims, build_tiny_qwen3vl
+from hikari.evaluation.calibration import evaluate_calibration
 from hikari.evaluation.captions import evaluate_captions
+from hikari.evaluation.diagnosis import evaluate_diagnosis
 from hikari.evaluation.predictions import read_predictions
+from hikari.evaluation.report import calibration_markdown, plot_reliability, plot_risk_coverage, subgroup_markdown
+from hikari.evaluation.stats import format_interval
+from hikari.evaluation.subgroups import subgroup_report
+from hikari.inference.engines import TransformersEngine
 from hikari.inference.predict import run_predict
+from hikari.models.load import load_model, load_processor
+from hikari.models.lora import load_adapter
 from hikari.training.ablation import CAPTION_COLUMNS, AblationArm, AblationRow, run_stage3_ablation
-from hikari.training.stages import run_training
+from hikari.training.rag_ablation import run_stage2_ablation
+from hikari.training.stages import read_run_info, run_training
 from hikari.training.strength import (
     STRENGTH_STEPS,
     match_beta,
@@ -74,9 +86,10 @@ DEMO_OVERRIDES = [
 # Optimizer steps per stage: enough for the tiny model to learn each task, small enough for 2 CPU cores.
 DEMO_STEPS = {"subaru": 300, "deneb": 800, "sirius": 300, "stage3": 480}
 # The training-run folders a demo writes under --out (removed before it trains them again).
-DEMO_RUN_FOLDERS = ("subaru", "deneb", "sirius", "stage3", "strength")
+DEMO_RUN_FOLDERS = ("subaru", "deneb", "sirius", "stage2_ablation", "stage3", "strength")
 # Stage 3 rows run at the 8B-equivalent β (named <recipe>_8b_eq); antares also runs at the published β.
-EQUIVALENT_ARMS = ("antares", "antares_as_run", "antares_ckpt", "sts_safe")
+# (antares_as_run, the seed's run with its measured settings, is left to `hikari ablate stage3`: the demo's time.)
+EQUIVALENT_ARMS = ("antares", "antares_ckpt", "sts_safe")
 # One more antares row at a β chosen by hand, 100× the published one — *not* an equivalence: the demonstration of
 # the penalty-driven failure mode (and of the guard on it) on the tiny model (see docs/penalty_strength.md).
 STRESS_BETA = 1.0
@@ -93,6 +106,10 @@ PRETRAIN_STEPS = 800
 # and its training loss flat at 0.31 per answer token (the disease token near uniform even on training images);
 # 128 × 3 fits the training set (loss 0.13) and, with 1,200 rows instead of 600, reaches 74 % on validation.
 DEMO_DIMS = TinyDims(text_hidden=128, text_intermediate=384, text_layers=3)
+# Steps of the retrieval encoders' contrastive training on the train part (`train_tiny_encoders`).
+ENCODER_STEPS = TRAINED_STEPS
+# Bootstrap resamples of the report's confidence intervals (95 %, seeded).
+BOOTSTRAP = 2000
 # Synthetic SkinCAP rows (10 top diseases + rarer ones; the top-10 filter keeps ~80 %): 864 train / 97 val images.
 DEMO_ROWS = 1200
 
@@ -160,12 +177,18 @@ def run_demo(out: Path, *, n: int | None = None, seed: int = 0, console: Console
     s1 = stage("subaru", "4/9", [f"model.base={base}"])
     # T0 = the first training prompt: a 64-wide model cannot generalise to P0's new wording (the 8B model can).
     s2 = stage("deneb", "5/9", [f"model.previous_run={out / 'subaru'}", "prompts.eval_prompt=T0"])
-    console.rule("6/9 Stage 2 with retrieved references: sirius (RAG-in-Training), K = 0 / 1 / 3 at inference")
-    stage2_rag = run_stage2_rag(
-        out / "sirius", data_dir, split_path, out / "deneb", base, [*DEMO_OVERRIDES, "prompts.eval_prompt=T0"],
-        DEMO_STEPS["sirius"], console,
+    console.rule("6/9 Stage 2 with references: encoders trained on the train part, then retrieved / noise / oracle")
+    encoders = train_tiny_encoders(out / "encoders", data_dir, split_path, steps=ENCODER_STEPS, seed=seed,
+                                   overwrite=True)  # fmt: skip
+    console.print(f"encoders {encoders['path']}: {encoders['steps']} steps in {encoders['seconds']} s, "
+                  f"loss {encoders['loss_first']:.3f} → {encoders['loss_last']:.3f}")  # fmt: skip
+    lap("encoders")
+    stage2_ablation = run_stage2_ablation(
+        out / "deneb", out / "stage2_ablation", encoder=out / "encoders",
+        overrides=[*DEMO_OVERRIDES, "prompts.eval_prompt=T0"], steps=DEMO_STEPS["sirius"], workers=DEMO_WORKERS,
+        console=console,
     )  # fmt: skip
-    lap("sirius")
+    lap("stage2_ablation")
 
     console.rule("7/9 the penalty's 8B-equivalent strength (random tiny base, the demo's Stage 3 settings)")
     strength = equivalent_strength(out, data_dir, split_path, raw_model, console)
@@ -182,9 +205,11 @@ def run_demo(out: Path, *, n: int | None = None, seed: int = 0, console: Console
     )  # fmt: skip
     lap("stage3_ablation")
 
-    console.rule("9/9 untrained base on Stage 3 (the reference point for the captions) + report")
+    console.rule("9/9 untrained base on Stage 3 (the reference point for the captions), statistics, report")
     base_captions = _evaluate_base_captions(base, data_dir, split_path, out / "base.predictions.val.jsonl")
     lap("base_eval")
+    statistics = demo_statistics(out, data_dir, split_path, [row.recipe for row in ablation])
+    lap("statistics")
 
     report: dict[str, Any] = {
         "data": str(data_dir),
@@ -194,11 +219,12 @@ def run_demo(out: Path, *, n: int | None = None, seed: int = 0, console: Console
         "base_model": str(base),
         "stage1": _pick(s1, ("accuracy", "balanced_accuracy", "f1_macro", "n")),
         "stage2": _pick(s2, ("accuracy", "balanced_accuracy", "f1_macro", "cohen_kappa", "mcc", "n")),
-        "stage2_rag": stage2_rag,
+        "stage2_references": _stage2_summary(encoders, stage2_ablation),
         "stage3": {
             "base": _pick(base_captions, _CAPTION_KEYS),
-            **{row.recipe: _stage3_entry(row) for row in ablation},
+            **{row.recipe: {**_stage3_entry(row), "ci": statistics["stage3_ci"].get(row.recipe)} for row in ablation},
         },
+        "statistics": {k: v for k, v in statistics.items() if k != "stage3_ci"},
         "stage3_table": str(out / "stage3" / "ablation.md"),
         "penalty_strength": strength,
         "timings_s": timings,
@@ -261,6 +287,64 @@ def equivalent_strength(out: Path, data_dir: Path, split: Path, raw_model: Path,
     }  # fmt: skip
 
 
+def demo_statistics(out: Path, data_dir: Path, split: Path, stage3_rows: list[str]) -> dict[str, Any]:
+    """The numbers a reviewer asks for, on the demo's validation part: bootstrap CIs of the headline metrics (Stage 1,
+    Stage 2, every Stage 3 row's BLEU-4 and ROUGE-1), Deneb's calibration from its exact answer probabilities (ECE
+    and Brier before/after temperature scaling, cross-fitted on two halves of the part: never fitted on the images
+    it is scored on; reliability diagram and risk-coverage PNGs), and Deneb's and Vega's metrics by skin type."""
+    stats_dir = out / "statistics"
+    stats_dir.mkdir(parents=True, exist_ok=True)
+    stage1 = evaluate_diagnosis(read_predictions(out / "subaru" / "predictions.val.jsonl"), GROUPS,
+                                bootstrap=BOOTSTRAP)  # fmt: skip
+    stage2 = evaluate_diagnosis(read_predictions(out / "deneb" / "predictions.val.jsonl"), DISEASES,
+                                bootstrap=BOOTSTRAP)  # fmt: skip
+    stage3 = {}
+    for recipe in stage3_rows:
+        found = evaluate_captions(read_predictions(out / "stage3" / recipe / "predictions.val.jsonl"),
+                                  bootstrap=BOOTSTRAP)  # fmt: skip
+        stage3[recipe] = {k: found["ci"][k] for k in ("bleu_4", "rouge_1")}
+    # Deneb's exact answer probabilities (teacher-forced scoring of every disease's answer).
+    pred = stats_dir / "deneb.probabilities.val.jsonl"
+    pred.unlink(missing_ok=True)  # Deneb is retrained on every demo run: never resume stale lines
+    info = read_run_info(out / "deneb")
+    model = load_adapter(load_model(info["base_model"], dtype="fp32"), out / "deneb" / info["adapter"], trainable=False)
+    engine = TransformersEngine.from_model(model, load_processor(info["base_model"]), batch_size=16)
+    run_predict("deneb", data_dir, split, "disease", pred, part="val", prompt="T0", engine=engine,
+                image_max_size=DEMO_IMAGE_SIZE, progress=False, probabilities=True)  # fmt: skip
+    deneb = read_predictions(pred)
+    calibration = evaluate_calibration(deneb, DISEASES)
+    plot_reliability(calibration["before"]["bins"], calibration["after"]["bins"], stats_dir / "reliability.png")
+    plot_risk_coverage(calibration["risk_coverage"], stats_dir / "risk_coverage.png")
+    records = read_split_records(data_dir, split, ["val"]).parts["val"]
+    vega = read_predictions(out / "stage3" / "vega" / "predictions.val.jsonl")
+    return {
+        "bootstrap": {"resamples": BOOTSTRAP, "level": 0.95, "seed": 0},
+        "stage1_ci": stage1["ci"], "stage2_ci": stage2["ci"], "stage3_ci": stage3,
+        "calibration": {**{k: v for k, v in calibration.items() if k != "risk_coverage"},
+                        "reliability_png": str(stats_dir / "reliability.png"),
+                        "risk_coverage_png": str(stats_dir / "risk_coverage.png"), "predictions": str(pred)},
+        "skin_type": {"deneb": subgroup_report(deneb, records, kind="diagnosis", labels=DISEASES),
+                      "vega": subgroup_report(vega, records, kind="captions")},
+    }  # fmt: skip
+
+
+def _stage2_summary(encoders: dict[str, Any], ablation: dict[str, Any]) -> dict[str, Any]:
+    """The report's Stage 2 references section: the trained encoders' retrieval quality, the vote baseline and every
+    ablation row's accuracy with the precision@1 of the references it was shown."""
+    retrieval = ablation["retrieval"]
+    return {
+        "encoders": {**encoders, "precision_at_1": retrieval["precision_at_1"],
+                     "precision_at_3": retrieval["precision_at_3"]},
+        "retrieval_vote": {k: {m: v.get(m) for m in ("accuracy", "balanced_accuracy", "f1_macro", "n")}
+                           for k, v in retrieval["vote"].items()},
+        "rows": {r["name"]: {k: r[k] for k in ("model", "trained_with", "shown", "k", "accuracy", "balanced_accuracy",
+                                               "precision_at_1", "n")} for r in ablation["rows"]},
+        "table": str(Path(ablation["stage2_run"]).parent / "stage2_ablation" / "ablation.md"),
+        "plot": str(Path(ablation["stage2_run"]).parent / "stage2_ablation" / "accuracy_vs_precision.png"),
+        "k_train": ablation["k_train"], "eval_query_text": ablation["eval_query_text"],
+    }  # fmt: skip
+
+
 def _evaluate_base_captions(base: Path, data_dir: Path, split: Path, out: Path) -> dict[str, Any]:
     """Caption metrics of the untrained (only generically pre-trained) base model on the val part."""
     out.unlink(missing_ok=True)  # the base model directory is rebuilt each run: never resume stale lines
@@ -271,7 +355,8 @@ def _evaluate_base_captions(base: Path, data_dir: Path, split: Path, out: Path) 
     return evaluate_captions(read_predictions(out))
 
 
-_CAPTION_KEYS = ("bleu_1", "bleu_2", "bleu_4", "rouge_1", "rouge_l", "mention_rate", "generated_words_mean", "reference_words_mean", "n")
+_CAPTION_KEYS = ("bleu_1", "bleu_2", "bleu_4", "rouge_1", "rouge_l", "mention_rate", "generated_words_mean",
+                 "reference_words_mean", "n")  # fmt: skip
 
 
 def _stage3_entry(row: AblationRow) -> dict[str, Any]:
@@ -285,29 +370,53 @@ def _pick(metrics: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return {k: metrics[k] for k in keys if k in metrics}
 
 
+def _headline(metrics: dict[str, Any], ci: dict[str, Any] | None, key: str) -> str:
+    """`81.1 [70.4, 90.6]` when the report has the metric's CI, else the value."""
+    if ci and key in ci:
+        return format_interval(ci[key])
+    value = metrics.get(key)
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
 def render_demo_markdown(report: dict[str, Any]) -> str:
+    stats = report.get("statistics") or {}
     lines = [
         "# HIKARI demo report",
         "",
-        "Synthetic SkinCAP + tiny Qwen3-VL on CPU. Numbers measure the pipeline, not dermatology.",
+        "Synthetic SkinCAP + tiny Qwen3-VL on CPU. Numbers measure the pipeline, not dermatology. Intervals: 95 % "
+        "percentile bootstrap over images.",
         "",
         f"- split: `{report['split']}` {report['split_counts']}; audit overlaps: {report['audit']['overlaps']}",
         f"- base model: `{report['base_model']}`",
         "",
-        "| stage | metric | value |",
+        "| stage | metric | value [95 % CI] |",
         "|---|---|---|",
     ]
     for key in ("stage1", "stage2"):
-        for metric, value in report[key].items():
-            lines.append(f"| {key} | {metric} | {value} |")
-    for metric, value in report.get("stage2_rag", {}).items():
-        if isinstance(value, (int, float)):
-            lines.append(f"| stage2_rag | {metric} | {value} |")
-    lines += ["", "## Stage 3 (captions)", "", "| recipe | BLEU-1 | BLEU-2 | BLEU-4 | ROUGE-1 | ROUGE-L | mention % "
-              "| words | distinct-2 | collapse | cause | guard fired |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for metric in report[key]:
+            lines.append(f"| {key} | {metric} | {_headline(report[key], stats.get(f'{key}_ci'), metric)} |")
+    refs = report.get("stage2_references")
+    if refs:
+        enc, vote = refs["encoders"], refs["retrieval_vote"]
+        lines += [
+            "", "## Stage 2 with references (RAG-in-Training) and its reference-quality ablation", "",
+            f"Encoders trained on the train part ({enc['steps']} steps, {enc['seconds']} s): precision@1 "
+            f"{enc['precision_at_1']:.1f} %, precision@3 {enc['precision_at_3']:.1f} % (reference has the query's "
+            "disease; chance 10 %). Retrieval-only vote: "
+            + ", ".join(f"K = {k[1:]} {v['accuracy']:.1f} %" for k, v in vote.items()) + ".", "",
+            "| row | trained with | shown | K | precision@1 of shown | accuracy |", "|---|---|---|---|---|---|",
+        ]  # fmt: skip
+        for name, row in refs["rows"].items():
+            p1 = "–" if row["precision_at_1"] is None else f"{row['precision_at_1']:.1f}"
+            lines.append(f"| {name} | {row['trained_with'] or 'none'} | {row['shown']} | {row['k']} | {p1} | "
+                         f"{row['accuracy']:.1f} |")  # fmt: skip
+        lines += ["", f"Table: `{refs['table']}`; plot: `{refs['plot']}`."]
+    lines += ["", "## Stage 3 (captions)", "",
+              "| recipe | BLEU-1 | BLEU-2 | BLEU-4 | ROUGE-1 | ROUGE-L | mention % | words | distinct-2 | collapse "
+              "| cause | guard fired |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for recipe, m in report["stage3"].items():
         columns = (*CAPTION_COLUMNS, "distinct_2")
-        cells = [f"{m[k]:.2f}" if isinstance(m.get(k), (int, float)) else "–" for k in columns]
+        cells = [_headline(m, m.get("ci"), k) if isinstance(m.get(k), (int, float)) else "–" for k in columns]
         flags = ["yes" if m.get("collapse_detected") else ("–" if "collapse_detected" not in m else "no"),
                  m.get("collapse_cause") or "–",
                  "yes" if m.get("guard_fired") else ("–" if "guard_fired" not in m else "no")]
@@ -338,6 +447,13 @@ def render_demo_markdown(report: dict[str, Any]) -> str:
             f"{strength['measurements'][0]['norm_ratio']:.3g}, tiny (trained Deneb) "
             f"{strength['trained_deneb_at_published_beta']['norm_ratio']:.3g}.",
         ]  # fmt: skip
+    if stats.get("calibration"):
+        lines += calibration_markdown(stats["calibration"])
+        lines += ["", f"Reliability diagram: `{stats['calibration']['reliability_png']}`; risk-coverage: "
+                  f"`{stats['calibration']['risk_coverage_png']}` (Deneb, exact answer probabilities)."]
+    for model, table in (stats.get("skin_type") or {}).items():
+        lines += ["", f"### {model}: by skin type and source"]
+        lines += [line.replace("## By", "#### By") for line in subgroup_markdown(table)]
     lines += ["", "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["timings_s"].items()]
     lines.append(f"| total | {report['wall_time_s']} |")

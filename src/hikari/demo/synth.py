@@ -167,6 +167,10 @@ def _raw_disease(rng: random.Random, disease: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- metadata
+# Skin types as Fitzpatrick17k has them (images of type I..VI: 2,947 / 4,808 / 3,308 / 2,781 / 1,533 / 635, and 565
+# labelled -1, unknown): light skin dominates, dark skin is rare — what makes subgroup reports necessary.
+FITZPATRICK_WEIGHTS = (2947, 4808, 3308, 2781, 1533, 635)
+FITZPATRICK_UNKNOWN_SHARE = 565 / 16577
 def _meta_row(rng: random.Random, row_id: int, disease: str, raw: str, caption: str, fitz: int,
               source: str | None = None) -> dict[str, Any]:  # fmt: skip
     """One metadata row (all CSV columns); ints stay ints so the XLSX stores numbers.
@@ -195,7 +199,8 @@ def _meta_row(rng: random.Random, row_id: int, disease: str, raw: str, caption: 
         # DDI rows carry skin_tone/malignant, Fitzpatrick17k rows the Fitzpatrick type and partitions.
         "skin_tone": (12, 34, 56)[(fitz - 1) // 2] if ddi else "",
         "malignant": str(disease in _MALIGNANT) if ddi else "",
-        "fitzpatrick_scale": "" if ddi else fitz,
+        # Fitzpatrick17k labels a few percent of its images "unknown" (-1); the picture still has a skin type.
+        "fitzpatrick_scale": "" if ddi else (-1 if rng.random() < FITZPATRICK_UNKNOWN_SHARE else fitz),
         "fitzpatrick_centaur": "" if ddi else centaur,
         "nine_partition_label": "" if ddi else nine,
         "three_partition_label": "" if ddi else three,
@@ -293,7 +298,7 @@ def write_synthetic_skincap(
         todo = track(list(todo), description="Synthesising images")
     for row_id, d in todo:
         src_kind, src = derived.get(row_id, (None, None))
-        fitz = fitz_of[src] if src is not None else rng.randint(1, 6)
+        fitz = fitz_of[src] if src is not None else rng.choices(range(1, 7), weights=FITZPATRICK_WEIGHTS)[0]
         fitz_of[row_id] = fitz
         source = rows[src - 1]["source"] if src_kind == "same_source" else None  # one source, one dataset
         if src is None:

@@ -401,9 +401,10 @@ def rag_reference_dicts(
         if rag.references != "retrieved":  # the reference-quality ablation: oracle or noise references
             if train_part:
                 train = controlled_references(index, parts["train"], k=rag.k_train, kind=rag.references,
-                                              seed=config.seed)  # fmt: skip
+                                              seed=config.train.seed)  # fmt: skip
             if evaluated:
-                eval_refs = controlled_references(index, evaluated, k=rag.k_eval, kind=rag.references, seed=config.seed)
+                eval_refs = controlled_references(index, evaluated, k=rag.k_eval, kind=rag.references,
+                                                  seed=config.train.seed)  # fmt: skip
         else:
             captions = {r.file_name: r.caption for r in parts["train"]}
             if train_part:
