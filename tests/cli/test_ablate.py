@@ -1,4 +1,4 @@
-"""`hikari ablate stage3`: arms given on the command line are checked before anything trains."""
+"""`hikari ablate stage3|stage2`: arms and options given on the command line are checked before anything trains."""
 
 from __future__ import annotations
 
@@ -29,3 +29,18 @@ def test_an_arm_with_a_bad_override_names_the_key(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "betta" in result.output
     assert not (tmp_path / "o" / "b1").exists()  # nothing trained
+
+
+def test_stage2_needs_exactly_one_retrieval_source(tmp_path: Path) -> None:
+    run = _stage2_run(tmp_path)
+    for extra in ([], ["--encoder", "R2", "--index", str(tmp_path)]):
+        result = CliRunner().invoke(app, ["ablate", "stage2", "--stage2-run", str(run), *extra])
+        assert result.exit_code == 2 and "exactly one of encoder" in result.output
+    result = CliRunner().invoke(app, ["ablate", "stage2", "--stage2-run", str(run), "--encoder", "R2",
+                                      "--kind", "random"])  # fmt: skip
+    assert result.exit_code == 2 and "unknown reference kinds" in result.output
+
+
+def test_stage2_help_names_the_rows() -> None:
+    result = CliRunner().invoke(app, ["ablate", "stage2", "--help"])
+    assert result.exit_code == 0 and "oracle" in result.output and "--stage2-run" in result.output

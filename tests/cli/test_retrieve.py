@@ -34,3 +34,27 @@ def test_unknown_encoder_exits_2_listing_the_valid_names(synth_dir: Path, synth_
                                       "--encoder", "R7", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2
     assert "unknown encoder 'R7'" in result.output and "R2" in result.output
+
+
+def test_evaluate_gives_precision_and_the_vote_metrics(rag_index_dir: Path, synth_dir: Path,
+                                                       synth_split: Path) -> None:  # fmt: skip
+    result = CliRunner().invoke(app, ["retrieve", "evaluate", str(rag_index_dir), "--data", str(synth_dir),
+                                      "--split", str(synth_split), "-k", "1", "-k", "3", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    n_val = len(json.loads(synth_split.read_text())["parts"]["val"]["file_names"])
+    assert report["n"] == n_val and set(report["vote"]) == {"k1", "k3"}
+    assert 0.0 <= report["precision_at_1"] <= 100.0 and 0.0 <= report["precision_at_3"] <= 100.0
+    for vote in report["vote"].values():
+        assert {"accuracy", "balanced_accuracy", "f1_macro", "cohen_kappa", "mcc", "per_class"} <= set(vote)
+        assert vote["n"] == n_val
+    assert report["vote"]["k1"]["precision_at_1"] == report["precision_at_1"]
+    table = CliRunner().invoke(app, ["retrieve", "evaluate", str(rag_index_dir), "--data", str(synth_dir),
+                                     "--split", str(synth_split)])  # fmt: skip
+    assert table.exit_code == 0 and "retrieval-only vote" in table.output and "precision@3" in table.output
+
+
+def test_evaluate_refuses_the_indexed_part(rag_index_dir: Path, synth_dir: Path, synth_split: Path) -> None:
+    result = CliRunner().invoke(app, ["retrieve", "evaluate", str(rag_index_dir), "--data", str(synth_dir),
+                                      "--split", str(synth_split), "--part", "train"])  # fmt: skip
+    assert result.exit_code == 2 and "evaluate a part the index was not built from" in result.output
