@@ -21,7 +21,7 @@ and one batch of a plain numpy matmul + argpartition over the flat index's own s
 must beat. The flat index is the only full float32 copy (filled chunk by chunk); the IVF adds 8-bit codes (¼).
 Each workload runs in its own process (`--workload NAME`), so its peak RSS is its own. One JSON line:
 
-    python benchmarks/retrieval.py                  # 1,000,000 references per workload (~10 GB peak, minutes)
+    python benchmarks/retrieval.py                  # 1M references per workload: ~10 GB peak, 600 s on 2 busy cores
     python benchmarks/retrieval.py --n 50000        # quick check
 
 Targets, every workload: recall_at_10 >= 0.95 on the unseen queries (1.0 where the index chose exact search, which
