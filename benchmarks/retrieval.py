@@ -10,10 +10,10 @@ where that cannot be reached or is slower). Nothing here picks nlist or nprobe. 
   of norm ≈ σ, renormalised per part (same-cluster cosine ≈ 1/(1+σ²); at σ=6 neighbours are barely above chance,
   the hard case). Noise coordinates are uniform (8x cheaper to draw than Gaussian; in 1,792 dims inner products
   are Gaussian either way). Queries: fresh draws from the same clusters.
-- ``encoders``: the embeddings of the synthetic SkinCAP by the demo's retrieval encoders (`demo_encoders`): the
-  train part's image and caption embeddings, tiled to N rows with per-part jitter whose norm is the median
-  distance between an embedding and its nearest distinct neighbour (a denser sample of the same cloud). Queries:
-  the validation part's embeddings (never indexed), jittered the same way.
+- ``encoders``: the embeddings of the synthetic SkinCAP by the demo's retrieval encoders (`demo_encoders`, trained
+  on the train part as `make demo` trains them): the train part's image and caption embeddings, tiled to N rows
+  with per-part jitter whose norm is the median distance between an embedding and its nearest distinct neighbour
+  (a denser sample of the same cloud). Queries: the validation part's embeddings (never indexed), jittered alike.
 
 Queries are hybrid-weighted [α·q_img, (1−α)·q_txt] (Strategy B), in batches of 256, through
 `HybridIndex.search_vectors`; recall@10 compares `approximate=True` (whatever the index chose) with exact search,
@@ -94,19 +94,21 @@ def numpy_topk(matrix: np.ndarray, queries: np.ndarray, k: int, chunk: int = 655
 # -- the encoder workload ---------------------------------------------------------------------------------------
 
 
-def demo_encoders(work_dir: Path, data_dir: Path, split_path: Path, seed: int) -> Any:
-    """The demo's retrieval encoders (`hikari.retrieval.encoders.Encoders`), as src/hikari/demo/rag.py makes them.
-
-    `data_dir`/`split_path` are the synthetic SkinCAP and its split, for encoders trained on the train part; the
-    random tiny encoders of today ignore them. When the demo switches encoders, change the one line below.
+def demo_encoders(work_dir: Path, data_dir: Path, split_path: Path, seed: int, steps: int | None = None) -> Any:
+    """The demo's retrieval encoders (`hikari.retrieval.encoders.Encoders`), made as `hikari.demo.pipeline.run_demo`
+    makes them: trained on the train part of `split_path` for the demo's `ENCODER_STEPS` (`steps` overrides, for
+    tiny test runs). When the demo changes encoders, change the one line that builds them below.
     """
-    from hikari.demo.encoders import build_tiny_encoders
+    from hikari.demo.encoders import train_tiny_encoders
+    from hikari.demo.pipeline import ENCODER_STEPS
     from hikari.retrieval.encoders import load_encoders
 
-    return load_encoders(build_tiny_encoders(work_dir / "tiny-encoders", seed=seed, overwrite=True))
+    built = train_tiny_encoders(work_dir / "encoders", data_dir, split_path, steps=steps or ENCODER_STEPS, seed=seed,
+                                overwrite=True)  # fmt: skip
+    return load_encoders(built["path"])
 
 
-def encoder_embeddings(work_dir: Path, *, rows: int, seed: int) -> dict[str, np.ndarray]:
+def encoder_embeddings(work_dir: Path, *, rows: int, seed: int, steps: int | None = None) -> dict[str, np.ndarray]:
     """{"train_img", "train_txt", "val_img", "val_txt"}: unit embeddings of a fresh synthetic SkinCAP of `rows`
     rows, split as the demo splits it, by `demo_encoders`, at the demo's image size."""
     from hikari.data.split import read_split_records, split_dataset
@@ -117,7 +119,7 @@ def encoder_embeddings(work_dir: Path, *, rows: int, seed: int) -> dict[str, np.
     write_synthetic_skincap(data_dir, n=rows, seed=seed)
     split, _ = split_dataset(data_dir, seed=42, progress=False)  # the demo's split seed
     split.save(split_path)
-    encoders = demo_encoders(work_dir, data_dir, split_path, seed)
+    encoders = demo_encoders(work_dir, data_dir, split_path, seed, steps)
     parts = read_split_records(data_dir, split_path, ["train", "val"]).parts
     out = {}
     for part in ("train", "val"):
@@ -179,7 +181,7 @@ def run_workload(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
             args.synth_rows = DEMO_ROWS
         with tempfile.TemporaryDirectory(prefix="hikari-retrieval-bench-") as work:
-            emb = encoder_embeddings(Path(work), rows=args.synth_rows, seed=args.seed)
+            emb = encoder_embeddings(Path(work), rows=args.synth_rows, seed=args.seed, steps=args.encoder_steps)
         d_img, d_txt = emb["train_img"].shape[1], emb["train_txt"].shape[1]
         jitter = {"img": _jitter_norm(emb["train_img"]), "txt": _jitter_norm(emb["train_txt"])}
         details = {"synth_rows": args.synth_rows, "base_train": len(emb["train_img"]), "val": len(emb["val_img"]),
@@ -290,6 +292,7 @@ def main() -> None:
     ap.add_argument("--d-img", type=int, default=768, help="image dims of the sigma workloads")
     ap.add_argument("--d-txt", type=int, default=1024, help="text dims of the sigma workloads")
     ap.add_argument("--synth-rows", type=int, default=None, help="synthetic SkinCAP rows (default: the demo's)")
+    ap.add_argument("--encoder-steps", type=int, default=None, help="encoder training steps (default: the demo's)")
     ap.add_argument("--alpha", type=float, default=0.9)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--batch", type=int, default=256, help="queries per search call")

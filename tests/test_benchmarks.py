@@ -92,7 +92,8 @@ def test_retrieval_benchmark_measures_the_shipped_index_on_every_workload() -> N
     from hikari.retrieval.index import default_nlist
 
     result = subprocess.run([sys.executable, "benchmarks/retrieval.py", "--n", "3000", "--clusters", "30", "--d-img",
-                             "16", "--d-txt", "16", "--synth-rows", "120", "--batch", "32", "--threads", "1"],
+                             "16", "--d-txt", "16", "--synth-rows", "120", "--encoder-steps", "2", "--batch", "32",
+                             "--threads", "1"],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     [line] = [line for line in result.stdout.splitlines() if line.startswith("{")]
