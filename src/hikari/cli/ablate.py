@@ -69,7 +69,7 @@ def stage2_command(
     kinds: list[str] = typer.Option(
         [], "--kind", help="Reference kinds to train Sirius with (repeatable): retrieved, noise, oracle (default all)."
     ),
-    k_eval: list[int] = typer.Option(
+    ks: list[int] = typer.Option(
         [], "-k", "--k", help="References per evaluated image (repeatable; default 1 and 3)."
     ),
     overrides: list[str] = typer.Option([], "--set", help="Override for every Sirius: --set train.epochs=1"),
@@ -84,7 +84,7 @@ def stage2_command(
     try:
         report = run_stage2_ablation(
             stage2_run, out, encoder=encoder, index=index, data_dir=data, split=split, overrides=overrides,
-            steps=steps, kinds=kinds or REFERENCE_KINDS, k_eval=k_eval or K_EVAL, workers=workers, console=console,
+            steps=steps, kinds=kinds or REFERENCE_KINDS, ks=ks or K_EVAL, workers=workers, console=console,
         )  # fmt: skip
     except (ConfigError, FileNotFoundError, ValueError, OSError) as exc:
         err_console.print(f"[red]error[/red]: {exc}")

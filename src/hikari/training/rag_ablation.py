@@ -70,11 +70,11 @@ class Stage2Row:
 
 
 def _sirius_config(kind: str, *, stage2_run: Path, previous: str, data_dir: str, split: str, index_dir: Path,
-                   out: Path, overrides: Sequence[str], steps: int | None, k_eval: int) -> RunConfig:  # fmt: skip
+                   out: Path, overrides: Sequence[str], steps: int | None, k_max: int) -> RunConfig:  # fmt: skip
     return load_config(resolve_recipe(RAG_RECIPE), [
         f"data.dir={data_dir}", f"data.split={split}", f"model.previous_run={previous}",
         f"output_dir={out / f'sirius_{kind}'}", *overrides, *([f"train.max_steps={steps}"] if steps else []),
-        f"rag.index={index_dir}", "rag.encoder=null", f"rag.references={kind}", f"rag.k_eval={k_eval}",
+        f"rag.index={index_dir}", "rag.encoder=null", f"rag.references={kind}", f"rag.k_eval={k_max}",
     ])  # fmt: skip
 
 
@@ -116,7 +116,7 @@ def run_stage2_ablation(
     overrides: Sequence[str] = (),
     steps: int | None = None,
     kinds: Sequence[str] = REFERENCE_KINDS,
-    k_eval: Sequence[int] = K_EVAL,
+    ks: Sequence[int] = K_EVAL,
     workers: int = 1,
     console: Any = None,
 ) -> dict[str, Any]:
@@ -131,7 +131,7 @@ def run_stage2_ablation(
         overrides: `key=value` overrides for every Sirius alike (applied after the recipe's).
         steps: `train.max_steps` for every Sirius (None: the recipe's schedule).
         kinds: which reference kinds to train with (default: retrieved, noise, oracle).
-        k_eval: references per evaluated image (each also evaluated without references).
+        ks: references per evaluated image (each also evaluated without references).
         workers: Sirius models trained at once (CPU: the cores; one GPU: 1).
 
     Returns the report dict (also `out/ablation.json`): ``rows`` (`Stage2Row`s as dicts), ``retrieval``
@@ -142,8 +142,8 @@ def run_stage2_ablation(
     unknown = [k for k in kinds if k not in REFERENCE_KINDS]
     if unknown or not kinds:
         raise ValueError(f"unknown reference kinds {unknown or kinds}; valid: {', '.join(REFERENCE_KINDS)}")
-    if not k_eval or min(k_eval) < 1:
-        raise ValueError(f"k_eval must be positive reference counts, got {list(k_eval)}")
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks must be positive reference counts, got {list(ks)}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     stage2_run, out = Path(stage2_run), Path(out)
@@ -155,10 +155,10 @@ def run_stage2_ablation(
     if not previous:
         raise ValueError(f"{stage2_run}/run_info.json names no previous_run: the ablation starts every Sirius from "
                          "the Stage 2 run's own Stage 1 start")  # fmt: skip
-    k_max = max(k_eval)
+    k_max = max(ks)
     index_dir = Path(index) if index is not None else out / "rag-index"
     common = dict(stage2_run=stage2_run, previous=previous, data_dir=data_dir, split=split, index_dir=index_dir,
-                  out=out, overrides=overrides, steps=steps, k_eval=k_max)  # fmt: skip
+                  out=out, overrides=overrides, steps=steps, k_max=k_max)  # fmt: skip
     configs = {kind: _sirius_config(kind, **common) for kind in kinds}
     retrieved_config = configs.get("retrieved") or _sirius_config("retrieved", **common)
     if index is None:
@@ -198,28 +198,28 @@ def run_stage2_ablation(
 
     def variants(kind: str) -> dict[str, dict[str, list[Any]] | None]:
         return {f"k{k}": {n: triples_from_dicts(v, reference_text, k=k) for n, v in shown[kind].items()}
-                for k in k_eval}  # fmt: skip
+                for k in ks}  # fmt: skip
 
     deneb = evaluate_with_references(stage2_run, retrieved_config, evaluated, out / "deneb",
                                      {"k0": None, **variants("retrieved")})  # fmt: skip
-    for k in (0, *k_eval):
+    for k in (0, *ks):
         add(f"deneb_{'none' if not k else f'retrieved_k{k}'}", "deneb", None, "retrieved", k, deneb[f"k{k}"])
     for kind, config in configs.items():
         found = evaluate_with_references(Path(config.output_dir), config, evaluated, out / f"sirius_{kind}",
                                          {"k0": None, **variants(kind)})  # fmt: skip
-        for k in (0, *k_eval):
+        for k in (0, *ks):
             add(f"sirius_{kind}_{f'k{k}' if k else 'none'}", f"sirius_{kind}", kind, kind, k, found[f"k{k}"])
     stopwatch.lap("evaluate")
 
     retrieval = {
         "precision_at_1": reference_precision(evaluated, shown["retrieved"], 1),
         "precision_at_3": reference_precision(evaluated, shown["retrieved"], min(3, k_max)),
-        "vote": {f"k{k}": _vote_summary(evaluate_vote(evaluated, shown["retrieved"], k)) for k in k_eval},
+        "vote": {f"k{k}": _vote_summary(evaluate_vote(evaluated, shown["retrieved"], k)) for k in ks},
         "reference_precision_at_1": {kind: reference_precision(evaluated, shown[kind], 1) for kind in shown},
     }  # fmt: skip
     report: dict[str, Any] = {
         "stage2_run": str(stage2_run), "data": data_dir, "split": split, "index": str(index_dir),
-        "encoder": encoder and str(encoder), "kinds": list(kinds), "k_eval": list(k_eval),
+        "encoder": encoder and str(encoder), "kinds": list(kinds), "ks": list(ks),
         "k_train": retrieved_config.rag.k_train, "n": len(evaluated), "eval_query_text": "none (image only)",
         "retrieval": retrieval, "rows": [asdict(r) for r in rows], "timings_s": stopwatch.timings,
     }  # fmt: skip
@@ -267,7 +267,7 @@ def plot_accuracy_vs_precision(report: dict[str, Any]) -> bytes:
     FigureCanvasAgg(figure)
     ax = figure.add_subplot(1, 1, 1)
     rows = report["rows"]
-    for k in report["k_eval"]:
+    for k in report["ks"]:
         points = sorted((r["precision_at_1"], r["accuracy"], r["model"]) for r in rows
                         if r["k"] == k and r["model"] != "deneb")  # fmt: skip
         ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=f"Sirius, K = {k} at inference")
