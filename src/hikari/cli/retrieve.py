@@ -165,7 +165,12 @@ def evaluate_command(
     # CLI start-up time: faiss, torch, transformers, scikit-learn
     from hikari.data.split import read_split_records
     from hikari.retrieval.index import HybridIndex
-    from hikari.retrieval.references import check_index_matches_split, encoders_for, retrieve_references
+    from hikari.retrieval.references import (
+        check_index_matches_split,
+        encoders_for,
+        refuse_indexed_records,
+        retrieve_references,
+    )
     from hikari.retrieval.vote import evaluate_vote, reference_precision
 
     ks = sorted(set(ks or [1, 3]))
@@ -175,11 +180,7 @@ def evaluate_command(
         index = HybridIndex.load(index_dir)
         check_index_matches_split(index, split)
         records = read_split_records(data, split, [part]).parts[part]
-        indexed = {r.file_name for r in index.references}
-        inside = [r.file_name for r in records if r.file_name in indexed]
-        if inside:
-            raise ValueError(f"index {index_dir} holds {len(inside)} images of part {part!r} (e.g. {inside[:3]}); "
-                             "evaluate a part the index was not built from")  # fmt: skip
+        refuse_indexed_records(index, records, index_dir)
         encoders = encoders_for(index, device=device, trust_remote_code=trust_remote_code)
         hits = retrieve_references(index, encoders, records, k=max(ks), progress=not as_json)
     except (ValueError, KeyError, FileNotFoundError, OSError) as err:

@@ -73,12 +73,21 @@ def build_tiny_encoders(
         text_kind="mean", text_max_length=256, description=f"tiny random {image_arch} + tiny BERT (offline)",
     )  # fmt: skip
 
+    return _save_encoders(out, spec, image_model, processor, text_model, tokenizer)
+
+
+def _save_encoders(out: Path, spec: EncoderSpec, image_model: Any, processor: Any, text_model: Any, tokenizer: Any,
+                   extra: dict[str, Any] | None = None) -> Path:  # fmt: skip
+    """Write an encoder directory atomically: `image/` (model + processor), `text/` (model + tokenizer), the spec
+    (`ENCODER_FILE`) and, when given, `extra` as training.json."""
     with atomic_directory(out) as staging:
         image_model.eval().save_pretrained(staging / "image")
         processor.save_pretrained(staging / "image")
         text_model.eval().save_pretrained(staging / "text")
         tokenizer.save_pretrained(staging / "text")
         (staging / ENCODER_FILE).write_text(json.dumps(asdict(spec), indent=2) + "\n", encoding="utf-8")
+        if extra is not None:
+            (staging / "training.json").write_text(json.dumps(extra, indent=2) + "\n", encoding="utf-8")
     return out
 
 
@@ -196,15 +205,9 @@ def train_tiny_encoders(
         text_max_length=256, aligned=True,
         description=f"tiny CLIP image tower + tiny BERT, trained contrastively on {split_path} (train part)",
     )  # fmt: skip
-    with atomic_directory(out) as staging:
-        image_model.eval().save_pretrained(staging / "image")
-        processor.save_pretrained(staging / "image")
-        text_model.eval().save_pretrained(staging / "text")
-        tokenizer.save_pretrained(staging / "text")
-        meta = {**asdict(spec), "training": {"split": str(split_path), "part": "train", "images": len(train),
-                                             "steps": steps, "batch_size": batch_size, "seed": seed}}  # fmt: skip
-        (staging / ENCODER_FILE).write_text(json.dumps(asdict(spec), indent=2) + "\n", encoding="utf-8")
-        (staging / "training.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    meta = {**asdict(spec), "training": {"split": str(split_path), "part": "train", "images": len(train),
+                                         "steps": steps, "batch_size": batch_size, "seed": seed}}  # fmt: skip
+    _save_encoders(out, spec, image_model, processor, text_model, tokenizer, meta)
     first, last = losses[: min(10, steps)], losses[-min(10, steps):]
     return {"path": str(out), "steps": steps, "train_images": len(train),
             "loss_first": sum(first) / len(first), "loss_last": sum(last) / len(last),

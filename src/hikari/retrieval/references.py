@@ -286,6 +286,15 @@ def triples_from_dicts(
             for r in chosen]  # fmt: skip
 
 
+def refuse_indexed_records(index: HybridIndex, records: Sequence[SkinCapRecord], index_dir: Path | str) -> None:
+    """Raise when the index holds any of `records` (built on another split: they would be their own references)."""
+    indexed = {r.file_name for r in index.references}
+    inside = [r.file_name for r in records if r.file_name in indexed]
+    if inside:
+        raise ValueError(f"index {index_dir} holds {len(inside)} of the images to query (e.g. {inside[:3]}); build "
+                         "the index from the train part of this split and query another part")  # fmt: skip
+
+
 def references_for_prediction(
     index_dir: Path,
     records: Sequence[SkinCapRecord],
@@ -305,11 +314,7 @@ def references_for_prediction(
     `query_texts` must be generated text (Stage 3 captions, user text), never the records' true captions.
     """
     index = HybridIndex.load(Path(index_dir))
-    indexed = {r.file_name for r in index.references}
-    inside = [r.file_name for r in records if r.file_name in indexed]
-    if inside:
-        raise ValueError(f"index {index_dir} holds {len(inside)} of the images to predict (e.g. {inside[:3]}); "
-                         "build the index from the train part of this split")  # fmt: skip
+    refuse_indexed_records(index, records, index_dir)
     encoders = encoders_for(index, device=device, trust_remote_code=trust_remote_code)
     hits = retrieve_references(index, encoders, records, k=k, query_texts=query_texts, image_max_size=image_max_size,
                                progress=progress)  # fmt: skip
