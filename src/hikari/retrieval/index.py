@@ -552,15 +552,16 @@ def tune_nprobe(
     queries: dict[str, np.ndarray],
     self_rows: np.ndarray,
     *,
-    k: int = TUNE_K,
+    recall_at: int = TUNE_K,
     k_factor: int | None = None,
     target_recall: float = DEFAULT_TARGET_RECALL,
     nprobe: int | None = None,
     max_cost_vs_exact: float | None = 1.0,
     seed: int = 0,
 ) -> IvfTuning:
-    """Measure recall@k of IVF + exact refinement against exact search; pick the smallest sufficient nprobe, then
-    the smallest sufficient refine factor (`k_factor`: candidates re-scored exactly = k_factor·k).
+    """Measure recall@k (k = `recall_at`) of IVF + exact refinement against exact search; pick the smallest
+    sufficient nprobe, then the smallest sufficient refine factor (`k_factor`: candidates re-scored exactly =
+    k_factor·k).
 
     Queries are *stored* vectors (`self_rows`, held out of the k-means sample by `build_approximate`), each kind
     formed as the index forms real queries (`tuning_queries`); both searches fetch k + 1 and drop the query's own
@@ -589,14 +590,14 @@ def tune_nprobe(
         if value is not None and value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     nq = int(self_rows.size)
-    fetch = min(k + 1, exact.ntotal)
+    fetch = min(recall_at + 1, exact.ntotal)
     kinds = list(queries)
 
     def timed(index: Any) -> tuple[float, dict[str, np.ndarray]]:
         start = time.perf_counter()
         rows = {kind: _search(index, queries[kind], fetch)[1] for kind in kinds}
         ms = (time.perf_counter() - start) * 1000 / (nq * len(kinds))
-        return ms, {kind: _topk_without_self(r, self_rows, k) for kind, r in rows.items()}
+        return ms, {kind: _topk_without_self(r, self_rows, recall_at) for kind, r in rows.items()}
 
     exact_ms, truth = timed(exact)
     if exact_ms * nq * len(kinds) < 1000:  # a cheap search is timed twice (noise); a long one is stable enough
@@ -644,12 +645,12 @@ def tune_nprobe(
                 chosen = point
                 break
     best = max(curve, key=lambda c: c["recall"])
-    common = dict(target_recall=float(target_recall), k=k, queries=nq * len(kinds), seed=seed,
+    common = dict(target_recall=float(target_recall), k=recall_at, queries=nq * len(kinds), seed=seed,
                   exact_ms_per_query=round(exact_ms, 4), curve=curve)  # fmt: skip
     if chosen is None:
         return IvfTuning(search="exact", chosen_by="tuner", nprobe=None, k_factor=int(best["k_factor"]), recall=1.0,
                          approx_ms_per_query=None,
-                         reason=(f"recall@{k} {target_recall} not reached: best {best['recall']} at nprobe "
+                         reason=(f"recall@{recall_at} {target_recall} not reached: best {best['recall']} at nprobe "
                                  f"{best['nprobe']} of {ivf.nlist} lists, k_factor {best['k_factor']}"
                                  + ("" if best["nprobe"] == ivf.nlist else
                                     f" ({best['ms_per_query']} ms/query; more lists would be slower than exact "
@@ -663,17 +664,17 @@ def tune_nprobe(
                  approx_ms_per_query=round(approx_ms, 4))  # fmt: skip
     if nprobe is not None or k_factor is not None:
         if chosen["recall"] < target_recall:
-            logger.warning("approximate index at the given %s: recall@%d %.3f is below the target %.3f", setting, k,
-                           chosen["recall"], target_recall)  # fmt: skip
+            logger.warning("approximate index at the given %s: recall@%d %.3f is below the target %.3f", setting,
+                           recall_at, chosen["recall"], target_recall)  # fmt: skip
         if nprobe is not None:
             return IvfTuning(search="approximate", chosen_by="caller", reason=f"{setting} (nprobe given by the caller)",
                              **found, **common)  # fmt: skip
     if max_cost_vs_exact is not None and approx_ms > max_cost_vs_exact * exact_ms:
         return IvfTuning(search="exact", chosen_by="tuner", **{**found, "nprobe": None, "recall": 1.0},
-                         reason=(f"recall@{k} {chosen['recall']} needs {setting}, {round(approx_ms, 4)} ms/query: "
-                                 f"slower than exact search's {round(exact_ms, 4)}"), **common)  # fmt: skip
+                         reason=(f"recall@{recall_at} {chosen['recall']} needs {setting}, {round(approx_ms, 4)} "
+                                 f"ms/query: slower than exact search's {round(exact_ms, 4)}"), **common)  # fmt: skip
     return IvfTuning(search="approximate", chosen_by="tuner", **found,
-                     reason=(f"smallest setting with recall@{k} >= {target_recall}: {setting}, recall "
+                     reason=(f"smallest setting with recall@{recall_at} >= {target_recall}: {setting}, recall "
                              f"{chosen['recall']}, {round(approx_ms, 4)} vs exact {round(exact_ms, 4)} ms/query"),
                      **common)  # fmt: skip
 
