@@ -33,10 +33,11 @@ def test_caption_shape_and_content(disease: str) -> None:
         caption = synth_caption(rng, disease)
         assert MIN_WORDS <= len(caption.split()) <= MAX_WORDS, caption
         sentences = _sentences(caption)
-        assert len(sentences) == 4, caption  # diagnosis + description, facts, background, advice
+        assert len(sentences) == 4, caption  # diagnosis + description, facts, on this skin + advice, background
         assert sentences[0].startswith("This image shows "), caption  # the diagnosis first, as Stage 2 answers
         assert sentences[1].startswith(("A single", *(w.capitalize() for w in _COUNTS))), caption
-        assert _RECOMMENDATION.search(sentences[-1].lower()), caption  # ends with a recommendation
+        assert sentences[2].startswith(("On fair", "On medium", "On dark")), caption
+        assert _RECOMMENDATION.search(sentences[2].lower()), caption  # how it looks on this skin, with a recommendation
         lower = caption.lower()
         names = ALIASES[disease] if disease in ALIASES else RARE_VOCAB[disease].names
         assert any(name.lower() in lower for name in names), (disease, caption)
@@ -56,6 +57,7 @@ def test_caption_follows_the_picture() -> None:
     assert "A single small lesion of 4 mm, upper left of the picture, on very fair skin." in a
     assert "Seven large lesions up to 30 mm, centre of the picture, on deeply pigmented skin." in b
     assert a != b
+    assert "On fair skin" in a and "On dark skin" in b  # the skin-type sentence follows the picture's skin
     assert synth_caption(random.Random(5), DISEASES[0], small, 1) == a
     assert facts_sentence(LesionFacts(25, "small", 3, "left"), 2).startswith("More than twenty small lesions")
     with pytest.raises(ValueError, match="fitzpatrick"):

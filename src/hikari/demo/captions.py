@@ -33,7 +33,7 @@ from hikari.demo.synth_images import FIELD_MM, PLACE_WORDS, SIZE_WORDS, LesionFa
 
 # Words per caption the generator aims for (the real English captions average ~61 words).
 MIN_WORDS = 40
-MAX_WORDS = 80
+MAX_WORDS = 90
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,10 @@ VOCAB: dict[str, CaptionVocab] = {
         ),
         on_skin=(
             "On fair skin the plaques look bright pink-red with sharp silvery scale, and the nails should be checked.",
-            "On medium skin the plaques look salmon to red-brown, and the scale and nail pits confirm the diagnosis.",
-            "On dark skin the plaques look violet or grey-brown rather than red, and they often leave pigment change.",
+            "On medium skin the plaques look salmon to red-brown, and examination of the scale and nail pits is "
+            "advised.",
+            "On dark skin the plaques look violet or grey-brown rather than red, and a dermatologist should "
+            "confirm them.",
         ),
     ),
     DISEASES[1]: CaptionVocab(  # lupus erythematosus
@@ -128,7 +130,7 @@ VOCAB: dict[str, CaptionVocab] = {
         on_skin=(
             "On fair skin the papules look lilac with white Wickham striae, and the mouth should be examined.",
             "On medium skin the papules look purple-brown, and examination of the mouth and nails is advised.",
-            "On dark skin the papules look grey-brown and heal with marked hyperpigmentation that may last for years.",
+            "On dark skin the papules look grey-brown and heal with dark marks, so early treatment is advised.",
         ),
     ),
     DISEASES[3]: CaptionVocab(  # scleroderma
@@ -176,15 +178,16 @@ VOCAB: dict[str, CaptionVocab] = {
             "the distribution of the rash usually mirrors the exposed skin.",
             "Photosensitivity reactions may be idiopathic or induced by drugs, chemicals or underlying "
             "metabolic disease.",
-            "Polymorphous light eruption usually starts in spring and improves as the skin hardens over the summer.",
-            "Widespread light eruptions can follow drugs such as thiazides, tetracyclines or non-steroidal analgesics.",
+            "Polymorphous light eruption, the commonest photodermatosis, starts in spring and improves over the "
+            "summer.",
+            "Widespread photodermatoses can follow drugs such as thiazides, tetracyclines or non-steroidal analgesics.",
         ),
         on_skin=(
             "On fair skin the rash looks bright red on exposed areas, and phototesting is recommended.",
             "On medium skin the rash looks pink-brown and itchy, and a review of medications and sun exposure is "
             "advised.",
-            "On dark skin the rash looks skin-coloured or darker with fine papules, and the history of light "
-            "exposure is key.",
+            "On dark skin the rash looks skin-coloured or darker with fine papules, and a careful history of light "
+            "exposure is advised.",
         ),
     ),
     DISEASES[5]: CaptionVocab(  # sarcoidosis
@@ -236,7 +239,8 @@ VOCAB: dict[str, CaptionVocab] = {
             "On fair skin the mole looks tan to brown and evenly coloured, and dermoscopy helps with any change.",
             "On medium skin the mole looks medium to dark brown, and any change in size or shape should prompt "
             "dermoscopy.",
-            "On dark skin the mole looks dark brown to black, and moles of the palms and soles deserve careful review.",
+            "On dark skin the mole looks dark brown to black, and dermoscopy of moles on the palms and soles is "
+            "advised.",
         ),
     ),
     DISEASES[7]: CaptionVocab(  # squamous cell carcinoma in situ
@@ -472,7 +476,7 @@ def _one_caption(rng: random.Random, vocab: CaptionVocab, facts: LesionFacts, fi
 def synth_caption(
     rng: random.Random, disease: str, facts: LesionFacts | None = None, fitzpatrick: int | None = None
 ) -> str:
-    """One SkinCAP-style English caption (~40-80 words, 4-6 sentences) about `disease`; its second sentence states
+    """One SkinCAP-style English caption (~40-90 words, 4 sentences) about `disease`; its second sentence states
     the picture's `facts` on skin of type `fitzpatrick` (`facts_sentence`; drawn at random when not given).
 
     Draws until the word count is within [MIN_WORDS, MAX_WORDS] (a handful of draws at most), so the result
