@@ -171,7 +171,7 @@ def evaluate_command(
         refuse_indexed_records,
         retrieve_references,
     )
-    from hikari.retrieval.vote import evaluate_vote, reference_precision
+    from hikari.retrieval.vote import evaluate_vote, reference_precision  # CLI start-up time: scikit-learn
 
     ks = sorted(set(ks or [1, 3]))
     if min(ks) < 1:
