@@ -464,8 +464,8 @@ def _one_caption(rng: random.Random, vocab: CaptionVocab, facts: LesionFacts, fi
     # validation images (every caption nearly the same, distinct-2 0.05); naming it first, 62 % (distinct-2 0.07).
     first = [f"{DIAGNOSIS_OPENER} {name}: {desc}.", facts_sentence(facts, fitzpatrick)]
     # Measured on the demo: this sentence (in place of a generic recommendation chosen by size) and the four
-    # backgrounds lifted the references' distinct-2 over the validation part from 0.14 to 0.15 and Vega's from 0.083
-    # to 0.096 (README, "The Stage 3 ablation").
+    # backgrounds lifted the references' distinct-2 over the validation part from 0.14 to 0.15; Vega's stayed at
+    # 0.08-0.10 (README, "The Stage 3 ablation").
     band = (fitzpatrick - 1) // 2  # Fitzpatrick I–II, III–IV, V–VI (the bands of `hikari.data.labels.skin_band`)
     on_skin = (vocab.on_skin or _GENERIC_ON_SKIN)[band].format(name=name)
     # Background: by single vs several lesions and whether the largest is large (four sentences for a top-10 disease).
