@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from hikari.data.labels import DISEASES, GROUPS, UNKNOWN
 from hikari.data.prompts import STAGE2_INFERENCE_PROMPTS
-from hikari.data.split import load_split, split_dataset
+from hikari.data.split import load_split
 from hikari.evaluation.predictions import read_predictions
 from hikari.inference.engines import Engine, Messages, TransformersEngine
 from hikari.inference.predict import STATUS_ERROR, repair_partial_line, resolve_prompt, run_predict
@@ -22,17 +22,6 @@ from hikari.inference.predict import STATUS_ERROR, repair_partial_line, resolve_
 FIELDS = {"id", "file_name", "task", "ground_truth", "raw_output", "parsed", "truncated", "prompt_id", "model",
           "engine", "split"}  # fmt: skip
 MAX_NEW = 4  # tokens per answer: enough to exercise decoding, cheap on two CPU cores
-
-
-@pytest.fixture(scope="module")
-def skincap(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A 100-row synthetic SkinCAP and a split of it saved in our format: (data folder, split file)."""
-    from hikari.demo.synth import write_synthetic_skincap
-
-    root = tmp_path_factory.mktemp("predict") / "skincap"
-    write_synthetic_skincap(root, n=100, seed=3)
-    split, _ = split_dataset(root, progress=False)
-    return root, split.save(root.parent / "split.json")
 
 
 class CrashingEngine(Engine):

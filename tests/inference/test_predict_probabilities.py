@@ -10,21 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from hikari.data.labels import DISEASES, GROUPS
-from hikari.data.split import split_dataset
 from hikari.evaluation.calibration import evaluate_calibration
 from hikari.evaluation.predictions import read_predictions
 from hikari.inference.engines import TransformersEngine
 from hikari.inference.predict import run_predict
-
-
-@pytest.fixture(scope="module")
-def skincap(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from hikari.demo.synth import write_synthetic_skincap
-
-    root = tmp_path_factory.mktemp("probs") / "skincap"
-    write_synthetic_skincap(root, n=100, seed=3)
-    split, _ = split_dataset(root, progress=False)
-    return root, split.save(root.parent / "split.json")
 
 
 def _lines(path: Path) -> list[dict]:
