@@ -39,7 +39,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -132,6 +132,8 @@ class IvfTuning:
         k_factor: the refine factor approximate search uses (candidates re-scored exactly = k_factor·k).
         curve: per setting tried, in order, {"nprobe", "k_factor", "recall", "recall_<kind>", "scanned" (fraction
             of the references whose codes were compared, per query), "ms_per_query"}.
+        query_source: ``"stored rows"`` (held-out rows of the index, the default) or ``"caller"`` (query vectors
+            the builder was given: a sample of the queries the index will really answer).
     """
 
     target_recall: float
@@ -147,6 +149,7 @@ class IvfTuning:
     exact_ms_per_query: float
     approx_ms_per_query: float | None
     curve: list[dict[str, float]] = field(default_factory=list)
+    query_source: str = "stored rows"
 
 
 @dataclass
@@ -218,6 +221,7 @@ class HybridIndex:
         target_recall: float = DEFAULT_TARGET_RECALL,
         max_cost_vs_exact: float | None = 1.0,
         tune_queries: int = TUNE_QUERIES,
+        tuning_vectors: np.ndarray | None = None,
         **info: Any,
     ) -> HybridIndex:
         """Build the index from unit-norm embeddings (checked); `info` fills the remaining `IndexInfo` fields.
@@ -252,7 +256,7 @@ class HybridIndex:
             approx, meta.approximate, meta.tuning = build_approximate(
                 exact, alpha=meta.alpha, image_dim=d_img, nlist=nlist, nprobe=nprobe, k_factor=k_factor,
                 target_recall=target_recall, max_cost_vs_exact=max_cost_vs_exact, tune_queries=tune_queries,
-                train_size=train_size, seed=seed,
+                train_size=train_size, seed=seed, tuning_vectors=tuning_vectors,
             )  # fmt: skip
         return cls(exact, references, meta, approx)
 
@@ -692,8 +696,15 @@ def build_approximate(
     tune_queries: int = TUNE_QUERIES,
     train_size: int = 100_000,
     seed: int = 0,
+    tuning_vectors: np.ndarray | None = None,
 ) -> tuple[Any | None, dict[str, Any], IvfTuning]:
     """The approximate half of `HybridIndex.from_embeddings`: IVF-SQ8 over the flat index `exact`, tuned.
+
+    `tuning_vectors` (q, d), when given, are the tuning queries instead of held-out stored rows: query vectors
+    formed as the index forms them (`HybridIndex.query_vectors`) from images *not* in the index — a sample of the
+    queries it will answer. Held-out stored rows can overstate recall where the indexed data has near-copies of
+    every row (each row's neighbours are then its own copies) and real queries have none: measured on the demo
+    encoders' embeddings tiled to 1M, 0.973 on stored rows against 0.904 on validation images at the same setting.
 
     Picks `tune_queries` stored rows (seeded by `seed`, at most a tenth of the index), builds the IVF on the flat
     index's own storage with those rows left out of k-means (`build_ivf`), then measures it (`tune_nprobe`).
@@ -710,9 +721,17 @@ def build_approximate(
     held_out = np.sort(rng.choice(n, min(tune_queries, max(1, n // 10)), replace=False))
     ivf, params = build_ivf(matrix, nlist=nlist, nprobe=nprobe or 1, k_factor=k_factor or 0, train_size=train_size,
                             seed=seed, holdout=held_out)  # fmt: skip
-    queries = tuning_queries(matrix, held_out, alpha=alpha, image_dim=image_dim)
-    tuning = tune_nprobe(ivf, exact, queries, held_out, k_factor=k_factor, target_recall=target_recall,
+    if tuning_vectors is None:
+        queries, self_rows = tuning_queries(matrix, held_out, alpha=alpha, image_dim=image_dim), held_out
+    else:
+        given = np.ascontiguousarray(tuning_vectors, dtype=np.float32)
+        if given.ndim != 2 or given.shape[1] != matrix.shape[1] or not len(given):
+            raise ValueError(f"tuning_vectors must be (q >= 1, {matrix.shape[1]}) query vectors, got {given.shape}")
+        queries, self_rows = {"given": given}, np.full(len(given), -1, dtype=np.int64)  # no own row to drop
+    tuning = tune_nprobe(ivf, exact, queries, self_rows, k_factor=k_factor, target_recall=target_recall,
                          nprobe=nprobe, max_cost_vs_exact=max_cost_vs_exact, seed=seed)  # fmt: skip
+    if tuning_vectors is not None:
+        tuning = replace(tuning, query_source="caller")
     params.update(nprobe=tuning.nprobe, k_factor=tuning.k_factor)
     if tuning.search == "exact":
         logger.info("approximate index not kept: %s", tuning.reason)
