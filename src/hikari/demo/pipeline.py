@@ -219,7 +219,7 @@ def run_demo(out: Path, *, n: int | None = None, seed: int = 0, console: Console
         "base_model": str(base),
         "stage1": _pick(s1, ("accuracy", "balanced_accuracy", "f1_macro", "n")),
         "stage2": _pick(s2, ("accuracy", "balanced_accuracy", "f1_macro", "cohen_kappa", "mcc", "n")),
-        "stage2_references": _stage2_summary(encoders, stage2_ablation),
+        "stage2_references": _stage2_summary(encoders, stage2_ablation, out / "stage2_ablation"),
         "stage3": {
             "base": _pick(base_captions, _CAPTION_KEYS),
             **{row.recipe: {**_stage3_entry(row), "ci": statistics["stage3_ci"].get(row.recipe)} for row in ablation},
@@ -328,7 +328,7 @@ def demo_statistics(out: Path, data_dir: Path, split: Path, stage3_rows: list[st
     }  # fmt: skip
 
 
-def _stage2_summary(encoders: dict[str, Any], ablation: dict[str, Any]) -> dict[str, Any]:
+def _stage2_summary(encoders: dict[str, Any], ablation: dict[str, Any], ablation_dir: Path) -> dict[str, Any]:
     """The report's Stage 2 references section: the trained encoders' retrieval quality, the vote baseline and every
     ablation row's accuracy with the precision@1 of the references it was shown."""
     retrieval = ablation["retrieval"]
@@ -339,8 +339,8 @@ def _stage2_summary(encoders: dict[str, Any], ablation: dict[str, Any]) -> dict[
                            for k, v in retrieval["vote"].items()},
         "rows": {r["name"]: {k: r[k] for k in ("model", "trained_with", "shown", "k", "accuracy", "balanced_accuracy",
                                                "precision_at_1", "n")} for r in ablation["rows"]},
-        "table": str(Path(ablation["stage2_run"]).parent / "stage2_ablation" / "ablation.md"),
-        "plot": str(Path(ablation["stage2_run"]).parent / "stage2_ablation" / "accuracy_vs_precision.png"),
+        "table": str(ablation_dir / "ablation.md"),
+        "plot": str(ablation_dir / "accuracy_vs_precision.png"),
         "k_train": ablation["k_train"], "eval_query_text": ablation["eval_query_text"],
     }  # fmt: skip
 

@@ -67,15 +67,8 @@ def evaluate_vote(
     """`diagnosis_metrics` of the top-`k` vote for every record (a record without references: `UNKNOWN`), plus
     ``k``, ``precision_at_1`` and ``precision_at_k`` of the references themselves."""
     y_true = [r.disease for r in records]
-    y_pred = [vote_label(references.get(r.file_name, []), k) if references.get(r.file_name) else UNKNOWN
-              for r in records]  # fmt: skip
+    y_pred = [vote_label(references.get(r.file_name, []), k) for r in records]  # no references: UNKNOWN
     metrics = diagnosis_metrics(y_true, y_pred, labels)
     return {"k": k, "precision_at_1": reference_precision(records, references, 1),
             f"precision_at_{k}": reference_precision(records, references, k), **metrics}  # fmt: skip
 
-
-def vote_predictions(
-    records: Sequence[SkinCapRecord], references: Mapping[str, Sequence[Hit | Mapping[str, Any]]], k: int
-) -> dict[str, str]:
-    """File name → the vote's disease (for writing a prediction file)."""
-    return {r.file_name: vote_label(references.get(r.file_name, []), k) for r in records}

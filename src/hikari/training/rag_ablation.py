@@ -69,7 +69,7 @@ class Stage2Row:
     predictions: str | None = None
 
 
-def _sirius_config(kind: str, *, stage2_run: Path, previous: str, data_dir: str, split: str, index_dir: Path,
+def _sirius_config(kind: str, *, previous: str, data_dir: str, split: str, index_dir: Path,
                    out: Path, overrides: Sequence[str], steps: int | None, k_max: int) -> RunConfig:  # fmt: skip
     return load_config(resolve_recipe(RAG_RECIPE), [
         f"data.dir={data_dir}", f"data.split={split}", f"model.previous_run={previous}",
@@ -157,7 +157,7 @@ def run_stage2_ablation(
                          "the Stage 2 run's own Stage 1 start")  # fmt: skip
     k_max = max(ks)
     index_dir = Path(index) if index is not None else out / "rag-index"
-    common = dict(stage2_run=stage2_run, previous=previous, data_dir=data_dir, split=split, index_dir=index_dir,
+    common = dict(previous=previous, data_dir=data_dir, split=split, index_dir=index_dir,
                   out=out, overrides=overrides, steps=steps, k_max=k_max)  # fmt: skip
     configs = {kind: _sirius_config(kind, **common) for kind in kinds}
     retrieved_config = configs.get("retrieved") or _sirius_config("retrieved", **common)
