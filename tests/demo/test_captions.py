@@ -11,13 +11,14 @@ from hikari.demo.captions import (
     MIN_WORDS,
     RARE_DISEASES,
     RARE_VOCAB,
+    SHADE_WORDS,
     LesionFacts,
     caption_corpus,
     facts_sentence,
     synth_caption,
     vocab_for,
 )
-from hikari.demo.synth_images import SKIN_TONES, render_picture
+from hikari.demo.synth_images import SKIN_TONES, render_picture, size_word
 
 _RECOMMENDATION = re.compile(r"recommend|advis|biopsy|dermoscop|examination|seek medical|suggested|required|should")
 
@@ -33,9 +34,11 @@ def test_caption_shape_and_content(disease: str) -> None:
         caption = synth_caption(rng, disease)
         assert MIN_WORDS <= len(caption.split()) <= MAX_WORDS, caption
         sentences = _sentences(caption)
-        assert len(sentences) == 4, caption  # diagnosis + description, facts, on this skin + advice, background
+        assert len(sentences) == 4, caption  # diagnosis + facts, description, on this skin + advice, background
         assert sentences[0].startswith("This image shows "), caption  # the diagnosis first, as Stage 2 answers
-        assert sentences[1].startswith(("A single", *(w.capitalize() for w in _COUNTS))), caption
+        facts = sentences[0].split(": ", 1)[1]  # then what the picture shows, before any word that depends on it
+        assert facts.startswith(("a single", *_COUNTS)), caption
+        assert sentences[1].startswith(tuple(w.capitalize() for w in SHADE_WORDS)), caption
         assert sentences[2].startswith(("On fair", "On medium", "On dark")), caption
         assert _RECOMMENDATION.search(sentences[2].lower()), caption  # how it looks on this skin, with a recommendation
         lower = caption.lower()
@@ -54,8 +57,8 @@ def test_caption_follows_the_picture() -> None:
     large = LesionFacts(7, "large", 30, "centre")
     a = synth_caption(random.Random(5), DISEASES[0], small, 1)
     b = synth_caption(random.Random(5), DISEASES[0], large, 6)
-    assert "A single small lesion of 4 mm, upper left of the picture, on very fair skin." in a
-    assert "Seven large lesions up to 30 mm, centre of the picture, on deeply pigmented skin." in b
+    assert ": a single small lesion of 4 mm on very fair skin. Bright " in a
+    assert ": seven large lesions up to 30 mm on deeply pigmented skin. Deep " in b
     assert a != b
     assert "On fair skin" in a and "On dark skin" in b  # the skin-type sentence follows the picture's skin
     assert synth_caption(random.Random(5), DISEASES[0], small, 1) == a
@@ -104,3 +107,12 @@ def test_unknown_disease_lists_known_names() -> None:
         vocab_for("made-up disease")
     with pytest.raises(KeyError):
         synth_caption(random.Random(0), "made-up disease")
+
+
+def test_text_only_captions_never_contradict_their_size_word() -> None:
+    """Captions without a picture (pre-training notes) pair each size word with diameters it can have, as a
+    rendered picture's facts do, so a language model learns no impossible "small lesion of 40 mm"."""
+    rng = random.Random(0)
+    for caption in (synth_caption(rng, DISEASES[i % 10]) for i in range(300)):
+        size, mm = re.search(r"(small|medium-sized|large) lesions? (?:of|up to) (\d+) mm", caption).groups()
+        assert size == size_word(int(mm) / 100), caption  # diameter = 2 × radius, over a 50 mm field

@@ -74,3 +74,14 @@ def test_pretraining_runs_both_phases_and_saves_a_loadable_base(tiny_model_dir: 
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert any("visual" in k for k in changed) and any("language_model" in k for k in changed)
     assert load_model(str(out), dtype="fp32") is not None
+
+
+def test_descriptions_state_the_pictures_facts_in_the_captions_words() -> None:
+    from hikari.demo.captions import facts_sentence
+    from hikari.demo.synth_images import LesionFacts
+
+    facts = LesionFacts(3, "medium-sized", 14, "upper left")
+    text = PT.generic_description(DISEASES[0], random.Random(0), facts, 4)
+    stated = facts_sentence(facts, 4)
+    assert text.endswith(": " + stated[:1].lower() + stated[1:])  # the same words a Stage 3 caption uses
+

@@ -52,7 +52,10 @@ def test_diagnose_run_flags_previous_stage_one_liners_on_the_eval_set(tmp_path: 
     assert found["report"].detected
     assert "previous-stage answers" in found["report"].cause
     assert "penalty-driven collapse" in found["report"].cause  # 40× ratio and a flat, negligible ΔW
-    assert found["guard_fired"] is False  # the guard's own verdict is reported separately
+    assert found["guard_fired"] is False and found["guard_step"] is None  # the guard's own verdict, separately
+    _write_run(tmp_path / "stopped", [one_liner] * 6, guard={**guard, "detected": True, "cause": "x", "step": 160},
+               history=history)  # fmt: skip
+    assert diagnose_run(tmp_path / "stopped")["guard_step"] == 160  # where the guard confirmed (and stopped) it
 
 
 def test_the_same_caption_for_every_image_is_repetition_judged_against_the_references(tmp_path: Path) -> None:
@@ -94,11 +97,13 @@ def test_markdown_table_has_one_row_per_recipe_with_collapse_columns() -> None:
     rows = [
         AblationRow("vega", "v", {"bleu_4": 12.345}, False, "", "", False, "", None, 0.5, 0.05, 0.34, True),
         AblationRow("antares", "a", {"bleu_4": 0.61}, True, "previous-stage answers", "m", True, "x", None, 1e-5),
+        AblationRow("stopped", "s", {}, True, "previous-stage answers", "m", True, "x", None, guard_step=160),
     ]
     table = render_ablation_markdown(rows).splitlines()
-    assert len(table) == 4
+    assert len(table) == 5
     assert table[2].startswith("| vega | – | – | 12.35 |") and "| 0.05 (low) | no |" in table[2]
     assert "| yes | previous-stage answers | yes |" in table[3]
+    assert "| yes | previous-stage answers | yes (step 160) |" in table[4]
 
 
 def test_stage2_inputs_requires_a_finished_run(tmp_path: Path) -> None:

@@ -84,7 +84,12 @@ DEMO_OVERRIDES = [
     "eval.batch_size=16",
 ]
 # Optimizer steps per stage: enough for the tiny model to learn each task, small enough for 2 CPU cores.
-DEMO_STEPS = {"subaru": 300, "deneb": 800, "sirius": 300, "stage3": 480}
+# Stage 3: measured on the demo's data (Vega alone, one run each), 480 steps gave captions with distinct-2 0.108,
+# 600 steps 0.121, 720 steps 0.123; a learning rate of 1e-2 at 480 steps gave 0.122 but 2e-2 diverged, so the demo
+# trains longer at the shared 5e-3 rather than faster (680 steps: the most `make demo`'s 15 minutes allow, with the
+# Stage 2 ablation's Sirius runs cut from 300 to 200 steps). Fewer steps for the base's vision warm-up (1,000) and
+# Subaru (240) would have saved 25 s more but cost Stage 1 17 points and Stage 2 6 (one run).
+DEMO_STEPS = {"subaru": 300, "deneb": 800, "sirius": 200, "stage3": 680}
 # The training-run folders a demo writes under --out (removed before it trains them again).
 DEMO_RUN_FOLDERS = ("subaru", "deneb", "sirius", "stage2_ablation", "stage3", "strength")
 # Stage 3 rows run at the 8B-equivalent β (named <recipe>_8b_eq); antares also runs at the published β.
@@ -94,8 +99,14 @@ EQUIVALENT_ARMS = ("antares", "antares_ckpt", "sts_safe")
 # the penalty-driven failure mode (and of the guard on it) on the tiny model (see docs/penalty_strength.md).
 STRESS_BETA = 1.0
 STRESS_ARMS = ("antares", "antares_ckpt")  # merged-init (published Antares) and checkpoint-init ("Way 1" + STS)
+# The stress rows run as a user who trusts the guard would run them: it stops a run at its first confirmed
+# collapse (and saves it), so they end early — which also keeps `make demo` within its time.
+STRESS_OVERRIDES = (f"loss.beta={STRESS_BETA}", "guard.policy=stop")
 # Stage 3 recipes trained at once (one process and one torch thread each): the demo machine has 2 cores.
 DEMO_WORKERS = max(1, min(2, os.cpu_count() or 1))
+# The Stage 2 ablation's three Sirius runs all at once (one thread each): on 2 cores the same work then ends in
+# about two thirds of the time that two runs and then the third take (the results do not depend on it).
+STAGE2_ABLATION_WORKERS = 3
 # Stage 3 runs only: evaluate and probe with a caption-sized budget (the references are ~55 words).
 DEMO_STAGE3_OVERRIDES = ["eval.max_new_tokens=120", "guard.max_new_tokens=120", "guard.probe_every=80"]
 # Generic pre-training of the tiny base: vision-tower warm-up steps, then image-text + text steps.
@@ -185,7 +196,8 @@ def run_demo(out: Path, *, n: int | None = None, seed: int = 0, console: Console
     lap("encoders")
     stage2_ablation = run_stage2_ablation(
         out / "deneb", out / "stage2_ablation", encoder=out / "encoders",
-        overrides=[*DEMO_OVERRIDES, "prompts.eval_prompt=T0"], steps=DEMO_STEPS["sirius"], workers=DEMO_WORKERS,
+        overrides=[*DEMO_OVERRIDES, "prompts.eval_prompt=T0"], steps=DEMO_STEPS["sirius"],
+        workers=STAGE2_ABLATION_WORKERS,
         console=console,
     )  # fmt: skip
     lap("stage2_ablation")
@@ -198,7 +210,7 @@ def run_demo(out: Path, *, n: int | None = None, seed: int = 0, console: Console
     console.rule(f"8/9 Stage 3: rigel, vega, antares (β 0.01); {', '.join(EQUIVALENT_ARMS)} at β {beta:.3g}; β 1")
     arms = ["rigel", "vega", "antares"]
     arms += [AblationArm(f"{name}_8b_eq", name, (f"loss.beta={beta}",)) for name in EQUIVALENT_ARMS]
-    arms += [AblationArm(f"{name}_beta1", name, (f"loss.beta={STRESS_BETA}",)) for name in STRESS_ARMS]
+    arms += [AblationArm(f"{name}_beta1", name, STRESS_OVERRIDES) for name in STRESS_ARMS]
     ablation = run_stage3_ablation(
         out / "deneb", out / "stage3", recipes=arms, overrides=[*DEMO_OVERRIDES, *DEMO_STAGE3_OVERRIDES],
         steps=DEMO_STEPS["stage3"], workers=DEMO_WORKERS, console=console,
@@ -363,7 +375,8 @@ def _stage3_entry(row: AblationRow) -> dict[str, Any]:
     """A Stage 3 recipe's report entry: caption metrics + the ablation's collapse verdicts."""
     return {**row.metrics, "distinct_2": row.distinct_2, "low_diversity": row.low_diversity,
             "collapse_detected": row.collapse_detected, "collapse_cause": row.collapse_cause,
-            "guard_fired": row.guard_fired, "delta_w_norm": row.final_delta_w_norm, "plot": row.plot}  # fmt: skip
+            "guard_fired": row.guard_fired, "guard_step": row.guard_step, "delta_w_norm": row.final_delta_w_norm,
+            "plot": row.plot}  # fmt: skip
 
 
 def _pick(metrics: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -419,13 +432,14 @@ def render_demo_markdown(report: dict[str, Any]) -> str:
         cells = [_headline(m, m.get("ci"), k) if isinstance(m.get(k), (int, float)) else "–" for k in columns]
         flags = ["yes" if m.get("collapse_detected") else ("–" if "collapse_detected" not in m else "no"),
                  m.get("collapse_cause") or "–",
-                 "yes" if m.get("guard_fired") else ("–" if "guard_fired" not in m else "no")]
+                 ("yes" + (f" (step {m['guard_step']})" if m.get("guard_step") is not None else ""))
+                 if m.get("guard_fired") else ("–" if "guard_fired" not in m else "no")]
         lines.append(f"| {recipe} | " + " | ".join(cells + flags) + " |")
     strength = report.get("penalty_strength")
     if strength:
         lines += ["", f"Rows `*_8b_eq` run at the derived 8B-equivalent β = {strength['beta_8b_equivalent']:.4g} "
                   f"(below); `*_beta1` are stress rows at β = {STRESS_BETA:g}, 100× the published value — not an "
-                  "equivalence."]
+                  "equivalence — run with `guard.policy=stop`: they end at the guard's first confirmed collapse."]
         ref, tiny = strength["reference"], strength["tiny_at_published_beta"]
         steps = ", ".join(f"β {m['beta']:.3g} → {m['strength']:.3g}" for m in strength["measurements"])
         lines += [

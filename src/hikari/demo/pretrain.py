@@ -6,16 +6,17 @@ pre-trained in two phases, mirroring how real VLMs are built (a vision encoder p
 whole model trained on image-text and text data):
 
 1. vision warm-up: the vision tower alone, with a throw-away linear head on its pooled output tokens, learns
-   to tell the lesion's colour, shape and surface marks, the skin type and the lesions' size and number apart
-   (`LesionAttributes`, `LesionFacts`). Without it the language
+   to tell the lesion's colour, shape and surface marks, the skin type, the lesions' size and number (1-20) and
+   the largest one's diameter apart (`LesionAttributes`, `LesionFacts`). Without it the language
    model learns the *marginal* description long before it learns to read the 9 image tokens: after 150
    image-text steps greedy decoding gave the same description for every image, and even after 2,000 steps
    only 60 % of validation descriptions were right (with the warm-up: 65 % after 800);
 2. image-text + text: every parameter trains on a mix of
-   - vision: "Describe the image." → a disease-free visual description (colour, shape, skin, number and size,
-     surface);
+   - vision: "Describe the image." → a disease-free visual description (colour, shape, surface), then the
+     picture's facts in the very words of a caption's facts sentence (number, size, diameter, skin);
    - language (text only, no image): clinical sentences and whole notes from the synthetic caption generator
-     (its own seed, no dataset row), the four group
+     (its own seed, no dataset row; half the text samples are whole notes, from 2,000 of them, so the language
+     model learns how a note's later words follow its stated facts), the four group
      names and the Stage 2 answer sentence for each disease, so that the output layer and the language model
      know every word the stages must write. Without this a LoRA run cannot learn to emit a group or disease
      name: the frozen, randomly initialised lm_head rows of words never seen in pre-training are too small
@@ -43,8 +44,17 @@ from tqdm.auto import trange
 
 from hikari.data import prompts as P
 from hikari.data.labels import ALIASES, DISEASES, GROUPS
-from hikari.demo.captions import SKIN_WORDS, caption_corpus
-from hikari.demo.synth_images import SIZE_WORDS, SKIN_TONES, STYLES, LesionFacts, crop, render_picture, to_image
+from hikari.demo.captions import SKIN_WORDS, caption_corpus, facts_sentence
+from hikari.demo.synth_images import (
+    FIELD_MM,
+    SIZE_WORDS,
+    SKIN_TONES,
+    STYLES,
+    LesionFacts,
+    crop,
+    render_picture,
+    to_image,
+)
 from hikari.models.batching import VLMCollator
 from hikari.models.load import load_model, load_processor
 from hikari.training.trainer import answer_token_loss
@@ -61,7 +71,7 @@ DESCRIPTION_START = "This image shows"
 # Share of the text-only samples drawn from each source (the rest are caption sentences).
 GROUP_SHARE = 0.15
 DIAGNOSIS_SHARE = 0.2
-NOTE_SHARE = 0.35  # whole multi-sentence notes: the base knows how a clinical note flows, as a real LLM does
+NOTE_SHARE = 0.5  # whole multi-sentence notes: the base knows how a clinical note flows, as a real LLM does
 
 # Seed offset of the pre-training pictures: the synthetic SkinCAP renders from seed, seed + 1e6 and seed + 2e6.
 PRETRAIN_SEED_BASE = 10_000_000
@@ -118,12 +128,8 @@ def lesion_attributes(disease: str) -> LesionAttributes:
     return LesionAttributes(_colour_name(style.colour), style.shape, tuple(t for t in style.textures if t in _TEXTURES))
 
 
-# Lesion-count bands the vision warm-up learns (flip-invariant, like every warm-up target).
-COUNT_BANDS = ("one", "a few", "many")
-
-
-def count_band(count: int) -> str:
-    return COUNT_BANDS[0] if count == 1 else COUNT_BANDS[1] if count <= 4 else COUNT_BANDS[2]
+# Lesion counts the vision warm-up tells apart (a picture with more is counted as MAX_COUNT).
+MAX_COUNT = 20
 
 
 def generic_description(disease: str, rng: random.Random, facts: LesionFacts | None = None,
@@ -131,16 +137,16 @@ def generic_description(disease: str, rng: random.Random, facts: LesionFacts | N
     """A disease-free visual description of a synthetic lesion picture of `disease` (synthetic data only); with
     the picture's `facts` and Fitzpatrick `skin` type it also says how many lesions, how large, on which skin."""
     attrs = lesion_attributes(disease)
-    where = f"{SKIN_WORDS[skin - 1]} skin" if skin is not None else "skin"
-    seen = f"{_SHAPES[attrs.shape]} of {attrs.colour} colour on {where}"
-    if facts is not None:
-        seen += f", {count_band(facts.count)} {facts.size} lesion{'s' if facts.count > 1 else ''}"
-    parts = [f"{DESCRIPTION_START} {seen}"]
+    seen = f"{DESCRIPTION_START} {_SHAPES[attrs.shape]} of {attrs.colour} colour"
     textures = [_TEXTURES[t] for t in attrs.textures]
     if textures:
         rng.shuffle(textures)
-        parts.append(" with " + " and ".join(textures))
-    return "".join(parts) + "."
+        seen += " with " + " and ".join(textures)
+    if facts is not None and skin is not None:
+        # The picture's facts in the very words of a caption's facts sentence (`captions.facts_sentence`).
+        stated = facts_sentence(facts, skin)
+        return f"{seen}: {stated[:1].lower()}{stated[1:]}"
+    return f"{seen} on {SKIN_WORDS[skin - 1]} skin." if skin is not None else f"{seen}."
 
 
 def caption_sentences(notes: Sequence[str]) -> list[str]:
@@ -148,7 +154,7 @@ def caption_sentences(notes: Sequence[str]) -> list[str]:
     return [s.rstrip(".") + "." for c in notes for s in c.split(". ") if s]
 
 
-def clinical_notes(seed: int, n_captions: int = 400) -> list[str]:
+def clinical_notes(seed: int, n_captions: int = 2000) -> list[str]:
     """`n_captions` whole synthetic captions from the caption generator's own seed space (text only: no
     picture and no dataset row goes with them)."""
     return list(caption_corpus(n=n_captions, seed=seed))
@@ -180,7 +186,8 @@ def language_samples(
 
 
 def _flip(image: Image.Image, rng: random.Random) -> Image.Image:
-    """A random one of the 8 flips/right-angle rotations (lesion attributes do not depend on orientation)."""
+    """A random one of the 8 flips/right-angle rotations (what a description states does not depend on
+    orientation: the captions state no place, as the stages' mirror augmentation would contradict it)."""
     k = rng.randrange(8)
     if k == 0:
         return image
@@ -202,15 +209,16 @@ def warm_up_vision(
 
     A linear head reads the mean of each image's merged tokens (the ones the language model receives) and of
     its DeepStack features, concatenated: (N_images, (1 + n_deepstack) x text_hidden). Loss: cross-entropy for
-    colour, shape, skin type, size and count band, binary cross-entropy for each surface mark. The head is
-    discarded afterwards.
+    colour, shape, skin type, size and lesion count, binary cross-entropy for each surface mark, squared error for
+    the largest lesion's diameter (as a fraction of FIELD_MM). The head is discarded afterwards.
     """
     colours, shapes, textures = list(_COLOURS), list(_SHAPES), list(_TEXTURES)
-    # Class heads: colour, shape, skin type, size, count band; then one logit per surface mark.
-    classes = [len(colours), len(shapes), len(SKIN_TONES), len(SIZE_WORDS), len(COUNT_BANDS)]
+    # Class heads: colour, shape, skin type, size, lesion count (1..MAX_COUNT, more counted as MAX_COUNT); then one
+    # logit per surface mark and one for the diameter (regression, in units of FIELD_MM).
+    classes = [len(colours), len(shapes), len(SKIN_TONES), len(SIZE_WORDS), MAX_COUNT]
     visual = model.model.visual
     n_features = 1 + len(visual.deepstack_merger_list)
-    head = torch.nn.Linear(n_features * model.config.text_config.hidden_size, sum(classes) + len(textures))
+    head = torch.nn.Linear(n_features * model.config.text_config.hidden_size, sum(classes) + len(textures) + 1)
     params = [*visual.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 10) * (1 - s / steps))
@@ -231,7 +239,7 @@ def warm_up_vision(
             [shapes.index(a.shape) for a in attrs],
             [corpus.skin(k) - 1 for k in idx],
             [SIZE_WORDS.index(f.size) for f in facts],
-            [COUNT_BANDS.index(count_band(f.count)) for f in facts],
+            [min(f.count, MAX_COUNT) - 1 for f in facts],
         ]
         loss = torch.zeros(())
         start = 0
@@ -239,8 +247,9 @@ def warm_up_vision(
             loss = loss + F.cross_entropy(logits[:, start : start + n_classes], torch.tensor(target))
             start += n_classes
         loss = loss + F.binary_cross_entropy_with_logits(
-            logits[:, start:], torch.tensor([[float(t in a.textures) for t in textures] for a in attrs])
+            logits[:, start:-1], torch.tensor([[float(t in a.textures) for t in textures] for a in attrs])
         )
+        loss = loss + F.mse_loss(logits[:, -1], torch.tensor([f.diameter_mm / FIELD_MM for f in facts]))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -285,7 +294,7 @@ class PictureCorpus:
         return (k // len(self.diseases)) % len(SKIN_TONES) + 1
 
     def facts(self, k: int) -> LesionFacts:
-        """What picture k shows (lesion count, size, place)."""
+        """What picture k shows (lesion count, size, diameter, place)."""
         self.picture(k)
         return self._facts[k]
 
@@ -358,11 +367,11 @@ def pretrain_tiny_vlm(
     model.train()
     losses: list[float] = []
     for _step in trange(steps, desc="image-text + text pre-training", disable=not progress):
-        chosen = [
-            {"messages": P.user_message(_flip(corpus.picture(k), rng), PRETRAIN_PROMPT),
-             "target": generic_description(corpus.disease(k), rng, corpus.facts(k), corpus.skin(k))}
-            for k in (rng.randrange(len(corpus)) for _ in range(n_vision))
-        ]  # fmt: skip
+        chosen = []
+        for k in (rng.randrange(len(corpus)) for _ in range(n_vision)):
+            image = _flip(corpus.picture(k), rng)
+            target = generic_description(corpus.disease(k), rng, corpus.facts(k), corpus.skin(k))
+            chosen.append({"messages": P.user_message(image, PRETRAIN_PROMPT), "target": target})
         chosen += language_samples(rng, batch_size - n_vision, sentences, notes)
         loss, _ = answer_token_loss(model, collator(chosen), None)
         loss.backward()

@@ -97,6 +97,7 @@ class AblationRow:
     low_diversity: bool = False
     penalty_grad_ratio: float | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
+    guard_step: int | None = None  # the step of the guard's first confirmed collapse (None: it never fired)
 
 
 def stage2_inputs(stage2_run: str | Path) -> tuple[str, str]:
@@ -191,6 +192,7 @@ def diagnose_run(run_dir: str | Path) -> dict[str, Any]:
         "low_diversity": "low_distinct_2" in report.evidence["symptoms"],
         "guard_fired": bool(guard.get("detected")),
         "guard_cause": str(guard.get("cause") or ""),
+        "guard_step": int(guard["step"]) if guard.get("detected") and guard.get("step") is not None else None,
         "history": history,
         "eval": metrics.get("eval") or {},
         "log_history": (metrics.get("train") or {}).get("log_history", []),
@@ -316,7 +318,15 @@ def _row(name: str, run_dir: Path, out: Path) -> AblationRow:
         distinct_2=found["distinct_2"],
         reference_distinct_2=found["reference_distinct_2"],
         low_diversity=found["low_diversity"],
+        guard_step=found["guard_step"],
     )
+
+
+def _fired(row: AblationRow) -> str:
+    """The table's "guard fired" cell: "yes (step N)", "yes" or "no"."""
+    if not row.guard_fired:
+        return "no"
+    return "yes" if row.guard_step is None else f"yes (step {row.guard_step})"
 
 
 def render_ablation_markdown(rows: Sequence[AblationRow]) -> str:
@@ -328,7 +338,7 @@ def render_ablation_markdown(rows: Sequence[AblationRow]) -> str:
         cells = [row.recipe] + [f"{row.metrics[k]:.2f}" if k in row.metrics else "–" for k in CAPTION_COLUMNS]
         diversity = "–" if row.distinct_2 is None else f"{row.distinct_2:.2f}" + (" (low)" if row.low_diversity else "")
         cells += [diversity, "yes" if row.collapse_detected else "no", row.collapse_cause or "–",
-                  "yes" if row.guard_fired else "no",
+                  _fired(row),
                   f"{row.final_delta_w_norm:.3g}" if row.final_delta_w_norm is not None else "–"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
