@@ -50,7 +50,7 @@ from hikari.inference.engines import TransformersEngine
 from hikari.inference.predict import run_predict
 from hikari.models.load import load_model, load_processor
 from hikari.models.lora import load_adapter
-from hikari.training.ablation import CAPTION_COLUMNS, AblationArm, AblationRow, run_stage3_ablation
+from hikari.training.ablation import CAPTION_COLUMNS, AblationArm, AblationRow, guard_cell, run_stage3_ablation
 from hikari.training.rag_ablation import run_stage2_ablation
 from hikari.training.stages import read_run_info, run_training
 from hikari.training.strength import (
@@ -432,8 +432,7 @@ def render_demo_markdown(report: dict[str, Any]) -> str:
         cells = [_headline(m, m.get("ci"), k) if isinstance(m.get(k), (int, float)) else "–" for k in columns]
         flags = ["yes" if m.get("collapse_detected") else ("–" if "collapse_detected" not in m else "no"),
                  m.get("collapse_cause") or "–",
-                 ("yes" + (f" (step {m['guard_step']})" if m.get("guard_step") is not None else ""))
-                 if m.get("guard_fired") else ("–" if "guard_fired" not in m else "no")]
+                 guard_cell(m["guard_fired"], m.get("guard_step")) if "guard_fired" in m else "–"]
         lines.append(f"| {recipe} | " + " | ".join(cells + flags) + " |")
     strength = report.get("penalty_strength")
     if strength:

@@ -44,7 +44,7 @@ from tqdm.auto import trange
 
 from hikari.data import prompts as P
 from hikari.data.labels import ALIASES, DISEASES, GROUPS
-from hikari.demo.captions import SKIN_WORDS, caption_corpus, facts_sentence
+from hikari.demo.captions import SKIN_WORDS, caption_corpus, facts_clause
 from hikari.demo.synth_images import (
     FIELD_MM,
     SIZE_WORDS,
@@ -143,9 +143,7 @@ def generic_description(disease: str, rng: random.Random, facts: LesionFacts | N
         rng.shuffle(textures)
         seen += " with " + " and ".join(textures)
     if facts is not None and skin is not None:
-        # The picture's facts in the very words of a caption's facts sentence (`captions.facts_sentence`).
-        stated = facts_sentence(facts, skin)
-        return f"{seen}: {stated[:1].lower()}{stated[1:]}"
+        return f"{seen}: {facts_clause(facts, skin)}"  # in the very words of a caption's facts
     return f"{seen} on {SKIN_WORDS[skin - 1]} skin." if skin is not None else f"{seen}."
 
 

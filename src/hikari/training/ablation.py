@@ -322,11 +322,11 @@ def _row(name: str, run_dir: Path, out: Path) -> AblationRow:
     )
 
 
-def _fired(row: AblationRow) -> str:
-    """The table's "guard fired" cell: "yes (step N)", "yes" or "no"."""
-    if not row.guard_fired:
+def guard_cell(fired: bool, step: int | None) -> str:
+    """A table's "guard fired" cell: "yes (step N)" (where it confirmed a collapse), "yes" or "no"."""
+    if not fired:
         return "no"
-    return "yes" if row.guard_step is None else f"yes (step {row.guard_step})"
+    return "yes" if step is None else f"yes (step {step})"
 
 
 def render_ablation_markdown(rows: Sequence[AblationRow]) -> str:
@@ -338,7 +338,7 @@ def render_ablation_markdown(rows: Sequence[AblationRow]) -> str:
         cells = [row.recipe] + [f"{row.metrics[k]:.2f}" if k in row.metrics else "–" for k in CAPTION_COLUMNS]
         diversity = "–" if row.distinct_2 is None else f"{row.distinct_2:.2f}" + (" (low)" if row.low_diversity else "")
         cells += [diversity, "yes" if row.collapse_detected else "no", row.collapse_cause or "–",
-                  _fired(row),
+                  guard_cell(row.guard_fired, row.guard_step),
                   f"{row.final_delta_w_norm:.3g}" if row.final_delta_w_norm is not None else "–"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
